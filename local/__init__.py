@@ -1,0 +1,1 @@
+"""listener: the recipe package (data preparation, views, datasets, models, losses, training, evaluation)."""

@@ -1,0 +1,94 @@
+"""`ViewDataset`: builds each mixture on the fly from one view CSV row.
+
+Only the needed segment of each source file is read (soundfile partial reads); a file at another
+sample rate than the view is resampled with torchaudio. Each segment is scaled by its gain and placed
+at its offset, and the mixture is the exact sum of the returned sources. STFTs happen in the model.
+"""
+from pathlib import Path
+
+import pandas as pd
+import soundfile as sf
+import torch
+import torchaudio
+from torch.utils.data import Dataset
+
+from local.errors import RecipeError
+
+
+def n_sources_of(columns):
+    n = 0
+    while f"path_{n}" in columns:
+        n += 1
+    return n
+
+
+class ViewDataset(Dataset):
+    """Mixtures of a view CSV: item -> (mixture [T], sources [n_src, T]) as float32 tensors.
+
+    Args:
+        csv_path: a view CSV written by stage 1.
+        root: the dataset root the CSV's paths are relative to.
+        resample: resample files whose rate differs from the view's (otherwise refuse them).
+        return_meta: also return the CSV row as a dict (evaluation uses the labels and ids).
+    """
+
+    def __init__(self, csv_path, root, resample=True, return_meta=False):
+        self.csv_path = Path(csv_path)
+        if not self.csv_path.is_file():
+            raise RecipeError(f"view CSV {self.csv_path} not found: run stage 1 first")
+        self.df = pd.read_csv(self.csv_path, keep_default_na=False)
+        self.n_src = n_sources_of(self.df.columns)
+        if self.n_src == 0 or "length" not in self.df.columns:
+            raise RecipeError(f"{self.csv_path} is not a view CSV (no path_0 / length columns); re-run stage 1")
+        rates = self.df["sample_rate"].unique()
+        if len(rates) != 1:
+            raise RecipeError(f"{self.csv_path} mixes sample rates {sorted(rates)}; a view CSV has one rate")
+        self.sample_rate = int(rates[0])
+        self.root = Path(root)
+        self.resample = resample
+        self.return_meta = return_meta
+
+    def __len__(self):
+        return len(self.df)
+
+    def _read_segment(self, row_index, path, start, end):
+        """Samples [start, end) of a file (mono, at the view's rate), or an error naming the row and file."""
+        where = f"{self.csv_path} row {row_index + 2}"  # +2: header line, 1-based
+        try:
+            with sf.SoundFile(str(path)) as f:
+                file_sr, frames = f.samplerate, f.frames
+                if not 0 <= start < end <= frames:
+                    raise RecipeError(
+                        f"{where}: segment [{start}, {end}) lies outside {path} ({frames} samples). "
+                        f"The file changed since stage 1: re-run stage 1 (delete the view folder)."
+                    )
+                f.seek(start)
+                audio = f.read(end - start, dtype="float32", always_2d=True)
+        except RecipeError:
+            raise
+        except Exception as err:
+            raise RecipeError(f"{where}: cannot read {path}: {err}") from None
+        audio = torch.from_numpy(audio.mean(axis=1))
+        if file_sr != self.sample_rate:
+            if not self.resample:
+                raise RecipeError(f"{where}: {path} is at {file_sr} Hz, the views at {self.sample_rate} Hz")
+            audio = torchaudio.functional.resample(audio, file_sr, self.sample_rate)
+        return audio
+
+    def __getitem__(self, index):
+        row = self.df.iloc[index]
+        length = int(row["length"])
+        sources = torch.zeros(self.n_src, length)
+        for i in range(self.n_src):
+            segment = self._read_segment(index, self.root / row[f"path_{i}"], int(row[f"start_{i}"]), int(row[f"end_{i}"]))
+            offset = int(row[f"mix_start_{i}"])
+            segment = segment[: length - offset] * float(10 ** (row[f"gain_db_{i}"] / 20))
+            sources[i, offset : offset + len(segment)] = segment
+        mixture = sources.sum(dim=0)
+        if self.return_meta:
+            return mixture, sources, row.to_dict()
+        return mixture, sources
+
+    def labels(self, index):
+        row = self.df.iloc[index]
+        return [row[f"label_{i}"] for i in range(self.n_src)]

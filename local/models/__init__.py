@@ -1,0 +1,66 @@
+"""Model registry: the `model.name` of a config -> a separator class, and loading of model packages.
+
+Every separator maps a waveform mixture [B, T] to estimates [B, n_src, T]. `best_model.pth` is an
+Asteroid `serialize()` package (model_name, model_args, state_dict, infos) holding only tensors and
+plain Python values, so it loads with `torch.load(weights_only=True)`.
+"""
+import inspect
+import difflib
+from pathlib import Path
+
+import torch
+
+from local.errors import RecipeError
+from local.models.lstm import LSTMMasker
+
+MODELS = {
+    "lstm": LSTMMasker,
+}
+_BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
+
+
+def _check_args(cls, name, args):
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self"]
+    for key in args:
+        if key not in accepted:
+            hint = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" Did you mean 'model.{hint[0]}'?" if hint else ""
+            raise RecipeError(f"unknown config key 'model.{key}' for model '{name}'.{hint} "
+                              f"Its keys: {', '.join(a for a in accepted if a not in ('n_src', 'sample_rate'))}")
+
+
+def build_model(cfg):
+    """The separator an experiment config describes (model group + filterbank + data.n_src/sample_rate)."""
+    model_cfg = dict(cfg["model"])
+    name = model_cfg.pop("name", None)
+    if name not in MODELS:
+        raise RecipeError(f"unknown model.name '{name}'; known models: {', '.join(MODELS)}")
+    cls = MODELS[name]
+    args = {**model_cfg, **cfg["filterbank"]}
+    _check_args(cls, name, args)
+    return cls(n_src=int(cfg["data"]["n_src"]), sample_rate=int(cfg["data"]["sample_rate"]), **args)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def load_model(path):
+    """Rebuild a separator from a `best_model.pth` package; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"model file {path} not found: train the experiment first (stage 2)")
+    try:
+        package = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise RecipeError(f"{path} is not a model package that loads safely: {err}") from None
+    if not isinstance(package, dict) or not {"model_name", "model_args", "state_dict"} <= set(package):
+        raise RecipeError(f"{path} is not a model package (expected model_name, model_args, state_dict)")
+    cls = _BY_CLASS_NAME.get(package["model_name"])
+    if cls is None:
+        raise RecipeError(f"{path}: unknown model class {package['model_name']}; known: {', '.join(_BY_CLASS_NAME)}")
+    model = cls(**package["model_args"])
+    model.load_state_dict(package["state_dict"])
+    model.eval()
+    return model

@@ -1,0 +1,86 @@
+"""Command-line entry of the recipe stages, called by run.sh (one stage per call).
+
+    python -m local.recipe {prepare,views,train,eval,report} --tag TAG [--data_dir DIR] [--dataset NAME]
+                           [--data_root data] [--exp_dir exp] [--nj N] [group.key=value ...]
+
+It loads the experiment config (conf/<tag>.yml + overrides), works out the paths
+(data/<dataset>/, data/<dataset>/<n>src/, exp/<tag>/) and runs the stage. A RecipeError ends it with
+a one-line message and exit status 1.
+"""
+import argparse
+from pathlib import Path
+
+from local.config import load_config
+from local.errors import RecipeError, exit_on_recipe_error
+
+STAGES = ("prepare", "views", "train", "eval", "report")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m local.recipe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--tag", required=True, help="experiment name = config file conf/<tag>.yml")
+    parser.add_argument("--data_dir", default="", help="dataset on disk (sets data.source_dir)")
+    parser.add_argument("--dataset", default="", help="name of data/<dataset>/ (sets data.dataset)")
+    parser.add_argument("--data_root", default="data", help="where prepared datasets and views go")
+    parser.add_argument("--exp_dir", default="exp", help="where experiments go: <exp_dir>/<tag>/")
+    parser.add_argument("--nj", type=int, default=1, help="parallel jobs (evaluation metrics)")
+    parser.add_argument("overrides", nargs="*", help="config overrides group.key=value")
+    return parser.parse_intermixed_args(argv)
+
+
+def resolve_config(args):
+    overrides = list(args.overrides)
+    if args.data_dir:
+        source = Path(args.data_dir).expanduser().resolve()
+        overrides.append(f"data.source_dir={source}")
+        if not args.dataset and not any(o.startswith("data.dataset=") for o in overrides):
+            cfg = load_config(args.tag, overrides)
+            if cfg["data"]["dataset"] == "synth":  # the default name: use the folder's name instead
+                overrides.append(f"data.dataset={source.name}")
+    if args.dataset:
+        overrides.append(f"data.dataset={args.dataset}")
+    return load_config(args.tag, overrides)
+
+
+@exit_on_recipe_error
+def main(argv=None):
+    args = parse_args(argv)
+    if args.nj < 1:
+        raise RecipeError(f"--nj must be at least 1, got {args.nj}")
+    exp_root = Path(args.exp_dir)
+    if args.stage == "report":
+        from local.report import report
+
+        report(exp_root)
+        return
+    cfg = resolve_config(args)
+    data_dir = Path(args.data_root) / cfg["data"]["dataset"]
+    exp_dir = exp_root / args.tag
+    if args.stage == "prepare":
+        from local.prepare_data import prepare
+
+        prepare(cfg["data"], data_dir)
+    elif args.stage == "views":
+        from local.views import make_views
+
+        make_views(cfg["data"], data_dir)
+    else:
+        from local.prepare_data import load_sources
+        from local.views import views_dir
+
+        _, root = load_sources(data_dir)
+        views = views_dir(data_dir, cfg["data"]["n_src"])
+        if args.stage == "train":
+            from local.train import train
+
+            train(cfg, exp_dir, views, root)
+        else:
+            from local.evaluate import evaluate
+
+            evaluate(cfg, exp_dir, views, root, nj=args.nj)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Stage 1: view CSVs, the mixtures as recipes instead of audio files.
+
+One row per mixture: `mixture_id`, `length` (samples), `sample_rate`, and for each source i:
+`path_i` (relative to the dataset root), `label_i`, `start_i`/`end_i` (the segment in the original
+file, in the file's own samples, so the loader reads exactly that with a partial read), `mix_start_i`
+(where the segment lands in the mixture, in mixture samples) and `gain_db_i` (applied to the segment).
+
+Guarantees (checked by tests): the labels of a mixture are distinct; every split uses the same label
+set; each split draws files from its own part of every category (the dataset's own split, or
+`file_selection_range`), so no file is shared across splits; segments lie inside their files;
+the same sources.csv and seed give the same CSV. Gains set each source's RMS level to a value drawn
+from `level_db_range` (dBFS), measured on the chosen segment; near-silent segments are redrawn so
+that every reference is a real sound.
+"""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import yaml
+
+from local import io_utils
+from local.errors import RecipeError
+from local.prepare_data import SPLITS, load_sources
+
+SILENCE_DB = -50.0  # a segment quieter than this (RMS, dBFS) is redrawn
+MAX_REDRAWS = 20
+
+
+def source_columns(i):
+    return [f"path_{i}", f"label_{i}", f"start_{i}", f"end_{i}", f"mix_start_{i}", f"gain_db_{i}"]
+
+
+def view_columns(n_src):
+    cols = ["mixture_id", "length", "sample_rate"]
+    for i in range(n_src):
+        cols += source_columns(i)
+    return cols
+
+
+def views_dir(data_dir, n_src):
+    return Path(data_dir) / f"{n_src}src"
+
+
+def view_settings(data_cfg, sources_csv):
+    """Everything a view CSV depends on; stored next to the views to refuse a silent mismatch."""
+    return {
+        "n_src": int(data_cfg["n_src"]),
+        "sample_rate": int(data_cfg["sample_rate"]),
+        "mixture_seconds": float(data_cfg["mixture_seconds"]),
+        "n_mixtures": {s: int(data_cfg["n_mixtures"][s]) for s in SPLITS},
+        "file_selection_range": data_cfg["file_selection_range"],
+        "level_db_range": [float(v) for v in data_cfg["level_db_range"]],
+        "view_seed": int(data_cfg["view_seed"]),
+        "sources_sha256": hashlib.sha256(Path(sources_csv).read_bytes()).hexdigest(),
+    }
+
+
+def _select_range(n_files, bounds, split, label):
+    """Indices [start, end) of one category's sorted files for a split: integers, or fractions of n_files."""
+    if bounds is None or len(bounds) != 2:
+        raise RecipeError(f"data.file_selection_range.{split} must be [start, end), got {bounds!r}")
+    lo, hi = bounds
+    if all(isinstance(b, int) for b in bounds):
+        start, end = lo, min(hi, n_files)
+    else:
+        start, end = int(round(float(lo) * n_files)), int(round(float(hi) * n_files))
+    if end <= start:
+        raise RecipeError(
+            f"category '{label}' has {n_files} files: data.file_selection_range.{split} = {bounds} selects none. "
+            f"Add files to the category or change the range."
+        )
+    return start, end
+
+
+def split_candidates(sources, data_cfg):
+    """{split: {label: [row, ...]}}: the files each split may draw from, disjoint across splits."""
+    has_split = sources["split"].astype(str).str.len() > 0
+    if has_split.any() and not has_split.all():
+        raise RecipeError("sources.csv gives a split for some files but not others; re-run stage 0")
+    ranges = data_cfg.get("file_selection_range") or {}
+    out = {}
+    for split in SPLITS:
+        per_label = {}
+        for label, group in sources.groupby("label", sort=True):
+            group = group.sort_values("path")
+            if has_split.all():
+                group = group[group["split"] == split]
+                if split in ranges and ranges[split] is not None and len(group):
+                    start, end = _select_range(len(group), ranges[split], split, label)
+                    group = group.iloc[start:end]
+            else:
+                if split not in ranges:
+                    raise RecipeError(f"the dataset fixes no splits: data.file_selection_range.{split} is required")
+                start, end = _select_range(len(group), ranges[split], split, label)
+                group = group.iloc[start:end]
+            per_label[label] = group.to_dict("records")
+        out[split] = per_label
+    labels = {s: {l for l, rows in out[s].items() if rows} for s in SPLITS}
+    common = set.intersection(*labels.values())
+    missing = {s: sorted(set(out[s]) - labels[s]) for s in SPLITS if set(out[s]) - labels[s]}
+    if missing:
+        raise RecipeError(
+            f"every split must have files of every category; without files: {missing}. "
+            f"Add files, or change data.file_selection_range."
+        )
+    return {s: {l: out[s][l] for l in sorted(common)} for s in SPLITS}
+
+
+def _segment_level_db(path, start, end):
+    audio, _ = sf.read(str(path), start=start, stop=end, dtype="float32", always_2d=True)
+    rms = float(np.sqrt(np.mean(audio.mean(axis=1) ** 2)) + 1e-12)
+    return 20 * np.log10(rms)
+
+
+def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, level_db_range, rng, split):
+    """Draw `n_mixtures` rows: n_src distinct labels, a file of each, a segment, a placement and a gain."""
+    labels = sorted(candidates)
+    if n_src > len(labels):
+        raise RecipeError(
+            f"data.n_src = {n_src} but the dataset has only {len(labels)} categories ({', '.join(labels)}); "
+            f"lower n_src or add categories"
+        )
+    rows = []
+    for m in range(n_mixtures):
+        row = {"mixture_id": f"{split}_{m:06d}", "length": length, "sample_rate": sample_rate}
+        chosen = rng.choice(len(labels), size=n_src, replace=False)
+        for i, label_index in enumerate(chosen):
+            label = labels[label_index]
+            for attempt in range(MAX_REDRAWS):
+                src = candidates[label][rng.integers(len(candidates[label]))]
+                file_sr, n_file = int(src["sample_rate"]), int(src["num_samples"])
+                n_at_mix_rate = int(n_file * sample_rate // file_sr)
+                seg_len = min(n_at_mix_rate, length)  # in mixture samples
+                seg_native = min(n_file, int(round(seg_len * file_sr / sample_rate)))
+                start = int(rng.integers(0, n_file - seg_native + 1))
+                end = start + seg_native
+                mix_start = int(rng.integers(0, length - seg_len + 1))
+                level = _segment_level_db(Path(root) / src["path"], start, end)
+                if level > SILENCE_DB:
+                    break
+            else:
+                raise RecipeError(f"category '{label}': {MAX_REDRAWS} segments in a row were silent (< {SILENCE_DB} dBFS); "
+                                  f"check its files (last: {src['path']})")
+            target = rng.uniform(*level_db_range)
+            row.update({f"path_{i}": src["path"], f"label_{i}": label, f"start_{i}": start, f"end_{i}": end,
+                        f"mix_start_{i}": mix_start, f"gain_db_{i}": round(float(target - level), 4)})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=view_columns(n_src))
+
+
+def make_views(data_cfg, data_dir):
+    """Write data_dir/<n>src/{train,val,test}.csv (skipped when identical views exist)."""
+    data_dir = Path(data_dir)
+    sources, root = load_sources(data_dir)
+    settings = view_settings(data_cfg, data_dir / "sources.csv")
+    out_dir = views_dir(data_dir, settings["n_src"])
+    meta_path = out_dir / "views.yml"
+    if meta_path.is_file():
+        done = yaml.safe_load(meta_path.read_text())
+        if done == settings and all((out_dir / f"{s}.csv").is_file() for s in SPLITS):
+            print(f"stage 1: views in {out_dir} are up to date; skipped", flush=True)
+            return out_dir
+        if done != settings:
+            changed = [k for k in settings if done.get(k) != settings[k]]
+            raise RecipeError(
+                f"{out_dir} holds views made with other settings (differs in: {', '.join(changed)}). "
+                f"Delete {out_dir} to rebuild them, or keep both by using another --dataset name."
+            )
+    sample_rate = settings["sample_rate"]
+    length = int(round(settings["mixture_seconds"] * sample_rate))
+    candidates = split_candidates(sources, data_cfg)
+    for split_index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([settings["view_seed"], split_index, settings["n_src"]])
+        df = make_split_views(candidates[split], root, settings["n_src"], length, sample_rate,
+                              settings["n_mixtures"][split], settings["level_db_range"], rng, split)
+        io_utils.write_csv(df, out_dir / f"{split}.csv")
+        print(f"stage 1: wrote {out_dir / split}.csv: {len(df)} mixtures of {settings['n_src']} sources "
+              f"from {sum(map(len, candidates[split].values()))} files", flush=True)
+    io_utils.write_yaml(settings, meta_path)
+    return out_dir

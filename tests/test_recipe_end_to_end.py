@@ -1,0 +1,113 @@
+"""The whole recipe through run.sh, stages 0 to 4, on a tiny config, then the idempotence and error paths."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "base": ["base/lstm.yml"],
+    "data": {"n_src": 2, "mixture_seconds": 0.5, "n_mixtures": {"train": 32, "val": 8, "test": 6},
+             "file_selection_range": {"train": [0, 4], "val": [4, 5], "test": [5, 6]},
+             "synth": {"clips_per_category": 6, "min_seconds": 1.0, "max_seconds": 1.5}},
+    "model": {"hidden_size": 16, "n_layers": 1},
+    "training": {"epochs": 2, "batch_size": 8, "num_workers": 0},
+    "eval": {"n_examples": 2},
+}
+
+
+def run(cwd, *args):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([str(ROOT / "run.sh"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    work = tmp_path_factory.mktemp("recipe")
+    (work / "conf").mkdir()
+    (work / "conf" / "tiny.yml").write_text(yaml.safe_dump(TINY))
+    result = run(work, "--tag", "tiny", "--nj", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work, result
+
+
+def test_every_stage_writes_its_files(recipe):
+    work, result = recipe
+    for n in range(5):
+        assert f"stage {n}:" in result.stdout
+    exp = work / "exp" / "tiny"
+    for rel in ["conf.yml", "best_model.pth", "training.json", "checkpoints/last.ckpt", "logs/metrics.csv",
+                "eval/metrics.csv", "eval/per_source.csv", "eval/summary.json"]:
+        assert (exp / rel).is_file(), rel
+    assert (work / "data" / "synth" / "sources.csv").is_file()
+    assert {p.name for p in (work / "data" / "synth" / "2src").iterdir()} >= {"train.csv", "val.csv", "test.csv"}
+    assert (work / "exp" / "RESULTS.md").read_text().count("| tiny |") == 1
+    frozen = yaml.safe_load((exp / "conf.yml").read_text())
+    assert frozen["model"]["hidden_size"] == 16 and frozen["training"]["epochs"] == 2
+
+
+def test_evaluation_figures_are_consistent(recipe):
+    work, _ = recipe
+    ev = work / "exp" / "tiny" / "eval"
+    summary = json.loads((ev / "summary.json").read_text())
+    rows = pd.read_csv(ev / "metrics.csv")
+    per_source = pd.read_csv(ev / "per_source.csv")
+    assert len(rows) == summary["n_mixtures"] == 6 and len(per_source) == 12
+    for key in ["si_sdr", "sdr", "sir", "sar", "stoi", "input_si_sdr", "si_sdri", "sdri", "oracle_irm_si_sdri"]:
+        assert summary[key] == pytest.approx(rows[key].mean(), abs=1e-3), key
+    assert summary["si_sdri"] == pytest.approx(summary["si_sdr"] - summary["input_si_sdr"], abs=1e-3)
+    assert rows["si_sdr"].mean() == pytest.approx(per_source["si_sdr"].mean(), abs=1e-3)
+    assert summary["oracle_irm_si_sdri"] > 8  # the ratio mask separates synth categories well
+    assert set(rows["permutation"]) <= {"0 1", "1 0"}
+    examples = sorted(p.name for p in (ev / "examples").iterdir())
+    assert examples == sorted(summary["examples"]) and len(examples) == 2
+    assert len(list((ev / "examples" / examples[0]).glob("*.wav"))) == 5  # mixture + 2 refs + 2 estimates
+
+
+def test_second_run_skips_finished_stages(recipe):
+    work, _ = recipe
+    before = (work / "exp" / "tiny" / "best_model.pth").stat().st_mtime_ns
+    again = run(work, "--tag", "tiny", "--stop_stage", "3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("skipped") == 4, again.stdout
+    assert (work / "exp" / "tiny" / "best_model.pth").stat().st_mtime_ns == before
+
+
+def test_stage_3_alone_reevaluates_without_training(recipe):
+    work, _ = recipe
+    (work / "exp" / "tiny" / "eval" / "summary.json").unlink()
+    result = run(work, "--stage", "3", "--stop_stage", "3", "--tag", "tiny")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "stage 2" not in result.stdout and "evaluating tiny on 6 test mixtures" in result.stdout
+    assert (work / "exp" / "tiny" / "eval" / "summary.json").is_file()
+
+
+def test_changed_config_is_refused_with_a_diff(recipe):
+    work, _ = recipe
+    result = run(work, "--stage", "2", "--stop_stage", "2", "--tag", "tiny", "--optim.lr", "0.01")
+    assert result.returncode == 1
+    assert "optim.lr: 0.001 -> 0.01" in result.stderr
+
+
+def test_help_and_bad_options(tmp_path):
+    helped = run(tmp_path, "--help")
+    assert helped.returncode == 0 and "--stop_stage" in helped.stdout and "stage 3" not in helped.stderr
+    bad = run(tmp_path, "--stgae", "2")
+    assert bad.returncode == 1 and "unknown option --stgae" in bad.stderr
+    unknown_tag = run(tmp_path, "--tag", "nosuch", "--stage", "2")
+    assert unknown_tag.returncode == 1 and "unknown tag 'nosuch'" in unknown_tag.stderr
+    assert not (tmp_path / "exp").exists()
+    bad_key = run(tmp_path, "--stage", "1", "--stop_stage", "1", "--training.epoch", "3")
+    assert bad_key.returncode == 1 and "unknown config key 'training.epoch'" in bad_key.stderr
+
+
+def test_missing_data_dir_is_a_one_line_error(tmp_path):
+    result = run(tmp_path, "--stop_stage", "0", "--data_dir", str(tmp_path / "missing"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("ERROR: --data_dir")
+    assert not (tmp_path / "data" / "missing" / "sources.csv").exists()
