@@ -8,7 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Options (each can be given as --name value; see --help).
 stage=0            # first stage to run
 stop_stage=4       # last stage to run
-tag=lstm_2src      # experiment: config conf/<tag>.yml, results in <exp_dir>/<tag>/
+tag=lstm_2src_sisdr # experiment: config conf/<tag>.yml, results in <exp_dir>/<tag>/
 data_dir=""        # a dataset on disk (folder format: <dir>/<category>/*.wav); empty = synthetic data
 dataset=""         # name of data/<dataset>/ (default: the config's data.dataset, or the --data_dir folder's name)
 data_root=data     # where prepared data and views go

@@ -8,6 +8,7 @@ unknown keys are checked against (the `model` group is checked by the model's co
 since each model family has its own arguments).
 """
 import copy
+import re
 import difflib
 from pathlib import Path
 
@@ -20,10 +21,26 @@ COMMON = ROOT / "conf" / "base" / "common.yml"
 OPEN_GROUPS = ("model",)  # keys validated elsewhere (by the model class)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML loader that reads 3e-4 as a float (YAML 1.1 wants 3.0e-4 and would give a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?[0-9][0-9_]*\.[0-9_]*$|"
+               r"^[-+]?\.[0-9_]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text):
+    return yaml.load(text, Loader=_Loader)
+
+
 def _read_yaml(path):
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = yaml_load(f)
     except yaml.YAMLError as err:
         raise RecipeError(f"{path} is not valid YAML: {err}") from None
     if data is None:
@@ -131,7 +148,7 @@ def parse_override(text):
     if len(parts) < 2 or not all(parts):
         raise RecipeError(f"config override '{text}': the key must name a group and a key, e.g. training.epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return parts, value

@@ -14,7 +14,10 @@ independently, and rows are written in view order).
 """
 import hashlib
 import json
+import multiprocessing
+import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -91,6 +94,33 @@ class Progress:
             print(f"  {self.done}/{self.total} mixtures, {elapsed:.0f} s elapsed, ~{left:.0f} s left", flush=True)
 
 
+def _quiet_worker():
+    warnings.simplefilter("ignore")  # mir_eval deprecation notices, once per mixture otherwise
+
+
+def metric_pool(nj):
+    """N fresh worker processes for the metrics, each with single-threaded BLAS: BSS-eval's solves
+    are BLAS-bound, and N multi-threaded workers on N cores run slower than one (measured: 0.65 s vs
+    0.28 s per mixture with 2 workers on 2 cores). Spawned, so the thread limit takes effect."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})
+    try:
+        pool = ProcessPoolExecutor(max_workers=nj, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_quiet_worker)
+        # start the workers now, while the variables are set
+        list(pool.map(int, range(nj)))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return pool
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def summarise(df, n_src, timings):
     numeric = df.select_dtypes("number")
     summary = {"n_mixtures": len(df), "n_src": n_src}
@@ -114,6 +144,7 @@ def evaluate(cfg, exp_dir, views, root, nj=1):
             print(f"stage 3: {summary_path} is up to date for this model; skipped", flush=True)
             return done
 
+    warnings.filterwarnings("ignore", message=".*mir_eval.*")
     model = load_model(model_path)
     dataset = ViewDataset(Path(views) / "test.csv", root, return_meta=True)
     if dataset.sample_rate != model.sample_rate or dataset.n_src != model.n_src:
@@ -134,7 +165,7 @@ def evaluate(cfg, exp_dir, views, root, nj=1):
         src_rows.append((index, srows))
         progress.step()
 
-    pool = ProcessPoolExecutor(max_workers=nj) if nj > 1 else None
+    pool = metric_pool(nj) if nj > 1 else None
     futures = []
     try:
         with torch.inference_mode():

@@ -6,6 +6,7 @@ package of the best checkpoint) and `training.json` (epochs, best validation los
 parameter count). An interrupted run resumes from `checkpoints/last.ckpt`; a finished one is skipped.
 """
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from asteroid.engine import System
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
@@ -22,7 +23,7 @@ from local.config import diff_configs
 from local.dataset import ViewDataset
 from local.errors import RecipeError
 from local.losses import make_loss
-from local.models import build_model, count_parameters
+from local.models import build_model, count_parameters, model_package
 
 # Groups that may change after training without making the experiment a different one.
 NOT_FROZEN = ("eval",)
@@ -107,7 +108,7 @@ def write_best_model(model, best_ckpt, exp_dir):
     state = torch.load(best_ckpt, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     with io_utils.atomic_path(Path(exp_dir) / "best_model.pth") as tmp:
-        torch.save(model.serialize(), tmp)
+        torch.save(model_package(model), tmp)
 
 
 def train(cfg, exp_dir, views, root):
@@ -132,7 +133,8 @@ def train(cfg, exp_dir, views, root):
     checkpoint = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="epoch{epoch:03d}-val_loss{val_loss:.4f}",
                                  auto_insert_metric_name=False, monitor="val_loss", mode="min",
                                  save_top_k=int(tcfg["save_top_k"]), save_last=True)
-    callbacks = [checkpoint]
+    # A log file gets a progress line every 50 steps instead of a carriage-return stream per step.
+    callbacks = [checkpoint, TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50)]
     if tcfg["early_stop_patience"]:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(tcfg["early_stop_patience"])))
     max_time = {"minutes": float(tcfg["max_minutes"])} if tcfg["max_minutes"] else None

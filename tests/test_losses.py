@@ -35,11 +35,13 @@ def test_euclidean_loss_matches_magnitude_mse():
     mags = lambda x: loss.pairwise_loss.magnitude(x)
     expected = ((mags(est) - mags(ref)) ** 2).mean()
     assert loss(est, ref).item() == pytest.approx(expected.item(), rel=1e-5)
-    # and the magnitude is |STFT| of a Hann-windowed frame, independently via numpy
-    frame = ref[0, 0, :256].numpy()
-    spec = mags(ref)[0, 0, :, 0].numpy()
-    assert spec.shape == (129,)
-    assert np.corrcoef(spec, np.abs(np.fft.rfft(frame * np.hanning(256 + 1)[:256])))[0, 1] > 0.98
+    # and the magnitude is Asteroid's scaled |STFT| with a sqrt-Hann window, checked with numpy's FFT
+    frame = ref[0, 0, 64:320].numpy().astype(np.float64)
+    spec = mags(ref)[0, 0, :, 1].numpy()
+    window = np.hanning(257)[:256] ** 0.5
+    expected = np.abs(np.fft.rfft(frame * window)) / (0.5 * np.sqrt(256 * 256 / 64))
+    expected[[0, -1]] /= np.sqrt(2)
+    np.testing.assert_allclose(spec, expected, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["euclidean", "sisdr"])

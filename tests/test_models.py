@@ -3,7 +3,7 @@ import torch
 
 from local.config import load_config
 from local.errors import RecipeError
-from local.models import build_model, count_parameters, load_model
+from local.models import build_model, count_parameters, load_model, model_package
 
 
 @pytest.mark.parametrize("n_src", [2, 3, 5])
@@ -36,7 +36,7 @@ def test_unknown_model_and_model_key_are_refused():
 
 def test_serialized_package_roundtrip(tmp_path):
     model = build_model(load_config("lstm_2src", ["model.hidden_size=16"])).eval()
-    torch.save(model.serialize(), tmp_path / "best_model.pth")
+    torch.save(model_package(model), tmp_path / "best_model.pth")
     loaded = load_model(tmp_path / "best_model.pth")
     assert count_parameters(loaded) == count_parameters(model)
     x = torch.randn(1, 2000)

@@ -46,6 +46,15 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def model_package(model):
+    """Asteroid's `serialize()` package, with version strings as plain `str` (torch's TorchVersion is a
+    str subclass that `torch.load(weights_only=True)` refuses)."""
+    package = model.serialize()
+    versions = package["infos"]["software_versions"]
+    package["infos"]["software_versions"] = {k: str(v) for k, v in versions.items()}
+    return package
+
+
 def load_model(path):
     """Rebuild a separator from a `best_model.pth` package; a clear error for anything else."""
     path = Path(path)
