@@ -119,6 +119,7 @@ def metric_pool(nj):
 
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+CHUNK = 32  # mixtures separated before their metrics are computed
 
 
 def summarise(df, n_src, timings):
@@ -158,43 +159,37 @@ def evaluate(cfg, exp_dir, views, root, nj=1):
 
     rows, src_rows, progress = [None] * n, [], Progress(n)
     model_seconds, start = 0.0, time.time()
-
-    def collect(result):
-        index, row, srows = result
-        rows[index] = row
-        src_rows.append((index, srows))
-        progress.step()
-
     pool = metric_pool(nj) if nj > 1 else None
-    futures = []
     try:
-        with torch.inference_mode():
-            for index in range(n):
-                mixture, sources, row = dataset[index]
-                t0 = time.time()
-                estimates = model(mixture[None])[0]
-                model_seconds += time.time() - t0
-                estimates, permutation = best_permutation(estimates, sources)
-                labels = [row[f"label_{i}"] for i in range(dataset.n_src)]
-                if index in example_ids:
-                    save_example(out_dir / "examples" / row["mixture_id"], mixture, sources, estimates, labels,
-                                 dataset.sample_rate)
-                irm = oracle.ideal_ratio_mask(mixture, sources).numpy() if oracle else None
-                meta = {"mixture_id": row["mixture_id"], "labels": labels, "permutation": permutation}
-                job = (index, meta, mixture.numpy(), sources.numpy(), estimates.numpy(), irm, dataset.sample_rate,
-                       list(ecfg["metrics"]))
-                if pool:
-                    futures.append(pool.submit(score_mixture, job))
-                else:
-                    collect(score_mixture(job))
-        for future in futures:
-            collect(future.result())
+        # Chunks alternate between the model (all cores, in this process) and the metrics (all cores, in
+        # the pool), so the two never compete for the CPU, and memory stays bounded for long test sets.
+        for first in range(0, n, CHUNK):
+            jobs = []
+            with torch.inference_mode():
+                for index in range(first, min(n, first + CHUNK)):
+                    mixture, sources, row = dataset[index]
+                    t0 = time.time()
+                    estimates = model(mixture[None])[0]
+                    model_seconds += time.time() - t0
+                    estimates, permutation = best_permutation(estimates, sources)
+                    labels = [row[f"label_{i}"] for i in range(dataset.n_src)]
+                    if index in example_ids:
+                        save_example(out_dir / "examples" / row["mixture_id"], mixture, sources, estimates, labels,
+                                     dataset.sample_rate)
+                    irm = oracle.ideal_ratio_mask(mixture, sources).numpy() if oracle else None
+                    meta = {"mixture_id": row["mixture_id"], "labels": labels, "permutation": permutation}
+                    jobs.append((index, meta, mixture.numpy(), sources.numpy(), estimates.numpy(), irm,
+                                 dataset.sample_rate, list(ecfg["metrics"])))
+            for index, row, srows in (pool.map(score_mixture, jobs) if pool else map(score_mixture, jobs)):
+                rows[index] = row
+                src_rows.extend(srows)
+                progress.step()
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
 
     df = pd.DataFrame(rows)
-    per_source = pd.DataFrame([r for _, srows in sorted(src_rows, key=lambda x: x[0]) for r in srows])
+    per_source = pd.DataFrame(src_rows)
     io_utils.write_csv(df, out_dir / "metrics.csv")
     io_utils.write_csv(per_source, out_dir / "per_source.csv")
     wall = time.time() - start

@@ -9,6 +9,12 @@ Formats:
   synth   the embedded synthetic categories (local/synth_sounds.py), generated deterministically from
           `data.synth.seed` into data/<dataset>/wav/<category>/*.wav
   folder  a user's folder of category folders: <source_dir>/<category>/*.wav (also .flac, .ogg)
+  esc50   ESC-50 (Piczak 2015): <source_dir>/meta/esc50.csv (filename, fold, target, category, esc10,
+          src_file, take) and <source_dir>/audio/<filename>; the folds make the splits (`data.folds`)
+  fsdkaggle2018  FSDKaggle2018 (Fonseca et al. 2018): the train audio folder and its metadata CSV
+          (fname, label, manually_verified, freesound_id, license); only manually verified clips are
+          kept, and each category is split by `data.file_selection_range` (the study: train [0, 40),
+          val [40, 50), test [50, 60))
 """
 from pathlib import Path
 
@@ -92,7 +98,78 @@ def folder_sources(source_dir):
     return rows
 
 
-FORMATS = ("synth", "folder")
+ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
+FSD_COLUMNS = ["fname", "label", "manually_verified", "freesound_id", "license"]
+FSD_META = ["FSDKaggle2018.meta/train_post_competition.csv", "meta/train_post_competition.csv",
+            "train_post_competition.csv", "train.csv"]
+FSD_AUDIO = ["FSDKaggle2018.audio_train", "audio_train", "train"]
+
+
+def read_metadata(path, columns):
+    """A dataset's metadata CSV, with a clear error for a missing file or column."""
+    if not Path(path).is_file():
+        raise RecipeError(f"metadata file {path} not found: is --data_dir the dataset's top folder?")
+    df = pd.read_csv(path, keep_default_na=False)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise RecipeError(f"{path} lacks column(s) {', '.join(missing)}; expected {', '.join(columns)}")
+    return df
+
+
+def _listed_rows(source_dir, audio_dir, entries):
+    """sources.csv rows for (file name, label, split) entries under audio_dir, checking every file."""
+    rows = []
+    for i, (name, label, split) in enumerate(entries):
+        path = Path(audio_dir) / name
+        if not path.is_file():
+            raise RecipeError(f"{path} is listed in the metadata but missing; restore the dataset or remove the row")
+        sr, frames = audio_info(path)
+        rows.append([str(path.relative_to(source_dir)), label, split, frames / sr, sr, frames])
+        if (i + 1) % 500 == 0:
+            print(f"  checked {i + 1}/{len(entries)} files", flush=True)
+    return rows
+
+
+def esc50_sources(source_dir, data_cfg):
+    source_dir = Path(source_dir)
+    meta = read_metadata(source_dir / "meta" / "esc50.csv", ESC50_COLUMNS)
+    fold_split = {}
+    for split, folds in (data_cfg.get("folds") or {}).items():
+        if split not in SPLITS:
+            raise RecipeError(f"data.folds has an unknown split '{split}'; splits are {', '.join(SPLITS)}")
+        for fold in folds:
+            if fold in fold_split:
+                raise RecipeError(f"data.folds puts fold {fold} in both {fold_split[fold]} and {split}")
+            fold_split[int(fold)] = split
+    if set(fold_split.values()) != set(SPLITS):
+        raise RecipeError(f"data.folds must give folds for each of {', '.join(SPLITS)}; got {data_cfg.get('folds')}")
+    meta = meta[meta["fold"].astype(int).isin(fold_split)]
+    entries = [(r.filename, r.category, fold_split[int(r.fold)]) for r in meta.itertuples()]
+    rows = _listed_rows(source_dir, source_dir / "audio", entries)
+    print(f"  esc50: {len(rows)} clips in {meta['category'].nunique()} categories", flush=True)
+    return rows
+
+
+def _first_existing(source_dir, candidates, what):
+    for rel in candidates:
+        if (Path(source_dir) / rel).exists():
+            return Path(source_dir) / rel
+    raise RecipeError(f"{source_dir} has no {what}; looked for {', '.join(candidates)}")
+
+
+def fsdkaggle2018_sources(source_dir):
+    source_dir = Path(source_dir)
+    meta = read_metadata(_first_existing(source_dir, FSD_META, "FSDKaggle2018 train metadata CSV"), FSD_COLUMNS)
+    audio_dir = _first_existing(source_dir, FSD_AUDIO, "FSDKaggle2018 train audio folder")
+    verified = meta[meta["manually_verified"].astype(int) == 1]
+    entries = [(r.fname, r.label, "") for r in verified.itertuples()]
+    rows = _listed_rows(source_dir, audio_dir, entries)
+    print(f"  fsdkaggle2018: {len(rows)} manually verified clips of {len(meta)} in "
+          f"{verified['label'].nunique()} categories", flush=True)
+    return rows
+
+
+FORMATS = ("synth", "folder", "esc50", "fsdkaggle2018")
 
 
 def prep_settings(data_cfg, fmt):
@@ -103,6 +180,8 @@ def prep_settings(data_cfg, fmt):
                         categories=list(CATEGORIES))
     else:
         settings["source_dir"] = str(Path(data_cfg["source_dir"]).resolve())
+    if fmt == "esc50":
+        settings["folds"] = data_cfg.get("folds")
     return settings
 
 
@@ -124,7 +203,15 @@ def prepare(data_cfg, data_dir):
     if fmt == "synth":
         rows, root = synth_sources(data_dir, data_cfg), "."
     else:
-        rows, root = folder_sources(data_cfg["source_dir"]), settings["source_dir"]
+        root = settings["source_dir"]
+        if not Path(root).is_dir():
+            raise RecipeError(f"--data_dir {root} does not exist or is not a directory")
+        if fmt == "folder":
+            rows = folder_sources(root)
+        elif fmt == "esc50":
+            rows = esc50_sources(root, data_cfg)
+        else:
+            rows = fsdkaggle2018_sources(root)
     df = pd.DataFrame(rows, columns=SOURCES_COLUMNS)
     io_utils.write_csv(df, csv_path)
     counts = df.groupby("label").size().to_dict()

@@ -143,7 +143,7 @@ def train(cfg, exp_dir, views, root):
         logger=CSVLogger(save_dir=str(exp_dir), name="", version="logs"),
         accelerator=tcfg["accelerator"], devices=tcfg["devices"],
         gradient_clip_val=tcfg["gradient_clip_val"], default_root_dir=str(exp_dir),
-        log_every_n_steps=10, enable_model_summary=True,
+        log_every_n_steps=10, enable_model_summary=True, val_check_interval=tcfg["val_check_interval"],
     )
     last = exp_dir / "checkpoints" / "last.ckpt"
     if last.is_file():

@@ -53,6 +53,7 @@ def view_settings(data_cfg, sources_csv):
         "file_selection_range": data_cfg["file_selection_range"],
         "level_db_range": [float(v) for v in data_cfg["level_db_range"]],
         "view_seed": int(data_cfg["view_seed"]),
+        "drop_small_categories": bool(data_cfg.get("drop_small_categories")),
         "sources_sha256": hashlib.sha256(Path(sources_csv).read_bytes()).hexdigest(),
     }
 
@@ -66,12 +67,7 @@ def _select_range(n_files, bounds, split, label):
         start, end = lo, min(hi, n_files)
     else:
         start, end = int(round(float(lo) * n_files)), int(round(float(hi) * n_files))
-    if end <= start:
-        raise RecipeError(
-            f"category '{label}' has {n_files} files: data.file_selection_range.{split} = {bounds} selects none. "
-            f"Add files to the category or change the range."
-        )
-    return start, end
+    return start, max(start, end)
 
 
 def split_candidates(sources, data_cfg):
@@ -100,11 +96,14 @@ def split_candidates(sources, data_cfg):
     labels = {s: {l for l, rows in out[s].items() if rows} for s in SPLITS}
     common = set.intersection(*labels.values())
     missing = {s: sorted(set(out[s]) - labels[s]) for s in SPLITS if set(out[s]) - labels[s]}
-    if missing:
+    if missing and not data_cfg.get("drop_small_categories"):
         raise RecipeError(
-            f"every split must have files of every category; without files: {missing}. "
-            f"Add files, or change data.file_selection_range."
+            f"every split must have files of every category; without files: {missing}. Add files, change "
+            f"data.file_selection_range, or set data.drop_small_categories true to leave those categories out."
         )
+    if missing:
+        dropped = sorted(set(sources["label"]) - common)
+        print(f"stage 1: leaving out {len(dropped)} categories without files in every split: {', '.join(dropped)}")
     return {s: {l: out[s][l] for l in sorted(common)} for s in SPLITS}
 
 
@@ -125,7 +124,7 @@ def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, l
     rows = []
     for m in range(n_mixtures):
         row = {"mixture_id": f"{split}_{m:06d}", "length": length, "sample_rate": sample_rate}
-        chosen = rng.choice(len(labels), size=n_src, replace=False)
+        chosen = np.sort(rng.choice(len(labels), size=n_src, replace=False))  # sources in category order
         for i, label_index in enumerate(chosen):
             label = labels[label_index]
             for attempt in range(MAX_REDRAWS):

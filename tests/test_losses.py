@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from local.config import load_config
+from local.errors import RecipeError
 from local.losses import make_loss
 
 
@@ -15,8 +16,14 @@ def numpy_si_sdr(est, ref):
     return 10 * np.log10((target @ target) / ((est - target) @ (est - target)))
 
 
-def _loss(name, pit, n_src=2):
-    return make_loss(load_config("lstm_2src", [f"loss.name={name}", f"loss.pit={str(pit).lower()}", f"data.n_src={n_src}"]))
+def _loss(name, pit, n_src=2, gamma=0.05):
+    return make_loss(load_config("lstm_2src", [f"loss.name={name}", f"loss.pit={str(pit).lower()}",
+                                               f"data.n_src={n_src}", f"loss.gamma={gamma}"]))
+
+
+def _mags(loss, x):
+    pairwise = loss.pairwise_loss if hasattr(loss, "pairwise_loss") else loss.loss_func
+    return getattr(pairwise, "euclidean", pairwise).magnitude(x)
 
 
 def test_sisdr_loss_matches_numpy_formula():
@@ -32,30 +39,59 @@ def test_euclidean_loss_matches_magnitude_mse():
     torch.manual_seed(0)
     ref, est = torch.randn(2, 2, 2000), torch.randn(2, 2, 2000)
     loss = _loss("euclidean", pit=False)
-    mags = lambda x: loss.pairwise_loss.magnitude(x)
-    expected = ((mags(est) - mags(ref)) ** 2).mean()
+    expected = ((_mags(loss, est) - _mags(loss, ref)) ** 2).mean()
     assert loss(est, ref).item() == pytest.approx(expected.item(), rel=1e-5)
     # and the magnitude is Asteroid's scaled |STFT| with a sqrt-Hann window, checked with numpy's FFT
     frame = ref[0, 0, 64:320].numpy().astype(np.float64)
-    spec = mags(ref)[0, 0, :, 1].numpy()
+    spec = _mags(loss, ref)[0, 0, :, 1].numpy()
     window = np.hanning(257)[:256] ** 0.5
     expected = np.abs(np.fft.rfft(frame * window)) / (0.5 * np.sqrt(256 * 256 / 64))
     expected[[0, -1]] /= np.sqrt(2)
     np.testing.assert_allclose(spec, expected, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["euclidean", "sisdr"])
+def test_correlation_loss_is_one_minus_pearson():
+    torch.manual_seed(3)
+    ref = torch.randn(2, 3, 2000)
+    est = ref + torch.randn_like(ref)
+    loss = _loss("correlation", pit=False, n_src=3)
+    e, r = _mags(loss, est).numpy(), _mags(loss, ref).numpy()
+    expected = np.mean([1 - np.corrcoef(e[b, i].ravel(), r[b, i].ravel())[0, 1] for b in range(2) for i in range(3)])
+    assert loss(est, ref).item() == pytest.approx(expected, abs=1e-5)
+    # scale and offset of an estimate's spectrogram do not matter; a perfect estimate scores 0
+    assert loss(3.0 * ref, ref).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_discriminative_loss_matches_huang_formula():
+    """2 sources: ||e1-r1||^2 - g||e1-r2||^2 + ||e2-r2||^2 - g||e2-r1||^2 (as means over bins), averaged."""
+    torch.manual_seed(4)
+    ref, est = torch.randn(1, 2, 2000), torch.randn(1, 2, 2000)
+    gamma = 0.3
+    loss = _loss("discriminative", pit=False, gamma=gamma)
+    e, r = _mags(loss, est), _mags(loss, ref)
+    d = lambda i, j: ((e[0, i] - r[0, j]) ** 2).mean().item()
+    expected = (d(0, 0) - gamma * d(0, 1) + d(1, 1) - gamma * d(1, 0)) / 2
+    assert loss(est, ref).item() == pytest.approx(expected, rel=1e-5)
+    assert _loss("discriminative", pit=False, gamma=0.0)(est, ref).item() == pytest.approx(
+        _loss("euclidean", pit=False)(est, ref).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["euclidean", "correlation", "discriminative", "sisdr"])
 @pytest.mark.parametrize("n_src", [2, 3, 5])
-def test_pit_loss_is_invariant_to_reference_order(name, n_src):
+def test_minloss_is_the_minimum_over_permutations_and_invariant(name, n_src):
     torch.manual_seed(1)
     ref = torch.randn(2, n_src, 1600)
-    est = ref + 0.5 * torch.randn_like(ref)
-    loss = _loss(name, pit=True, n_src=n_src)
-    base = loss(est, ref).item()
-    for perm in list(itertools.permutations(range(n_src)))[:: max(1, len(list(itertools.permutations(range(n_src)))) // 6)]:
-        assert loss(est, ref[:, list(perm)]).item() == pytest.approx(base, rel=1e-5)
-    # and it is the minimum: the fixed-order loss of the matching order
-    assert base == pytest.approx(_loss(name, pit=False, n_src=n_src)(est, ref).item(), rel=1e-5)
+    est = ref[:, torch.randperm(n_src)] + 0.8 * torch.randn_like(ref)
+    minloss = _loss(name, pit=True, n_src=n_src)
+    fixed = _loss(name, pit=False, n_src=n_src)
+    perms = list(itertools.permutations(range(n_src)))
+    assert len(perms) == {2: 2, 3: 6, 5: 120}[n_src]
+    # independent brute force: per mixture, the best of every assignment of the fixed-order loss
+    brute = np.mean([min(fixed(est[b : b + 1], ref[b : b + 1, list(p)]).item() for p in perms) for b in range(2)])
+    base = minloss(est, ref).item()
+    assert base == pytest.approx(brute, rel=1e-4, abs=1e-5)
+    for perm in perms[:: max(1, len(perms) // 8)]:
+        assert minloss(est, ref[:, list(perm)]).item() == pytest.approx(base, rel=1e-4, abs=1e-5)
 
 
 def test_fixed_order_loss_sees_swapped_references():
@@ -64,3 +100,8 @@ def test_fixed_order_loss_sees_swapped_references():
     est = ref + 0.1 * torch.randn_like(ref)
     fixed = _loss("sisdr", pit=False)
     assert fixed(est, ref[:, [1, 0]]).item() > fixed(est, ref).item() + 10
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(RecipeError, match="unknown loss.name 'l1'"):
+        _loss("l1", pit=False)

@@ -3,24 +3,76 @@ import torch
 
 from local.config import load_config
 from local.errors import RecipeError
-from local.models import build_model, count_parameters, load_model, model_package
+from local.models import MODELS, build_model, count_parameters, load_model, model_package
+
+SMALL = {
+    "lstm": ["model.hidden_size=32", "model.n_layers=2"],
+    "vtf": ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "model.n_layers=2"],
+    "gab": ["model.channels=4", "model.dilations=[[1, 1], [2, 2]]", "model.lstm_hidden=16", "model.fc_dim=32"],
+    "drnn": ["model.hidden_size=32"],
+    "srnn": ["model.hidden_size=32"],
+}
 
 
+def small_model(name, n_src, extra=()):
+    return build_model(load_config(f"{name}_{n_src}src", SMALL[name] + list(extra)))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("n_src", [2, 3, 5])
-def test_lstm_output_shape_and_backward(n_src):
-    cfg = load_config("lstm_2src", [f"data.n_src={n_src}", "model.hidden_size=32", "model.n_layers=2"])
-    model = build_model(cfg)
-    mix = torch.randn(3, 4001)
+def test_forward_backward_shapes(name, n_src):
+    model = small_model(name, n_src)
+    mix = torch.randn(2, 3001)
     est = model(mix)
-    assert est.shape == (3, n_src, 4001)
+    assert est.shape == (2, n_src, 3001)
     assert torch.isfinite(est).all()
     est.pow(2).mean().backward()
-    assert all(p.grad is not None for p in model.parameters())
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert count_parameters(model) > 0
+
+
+@pytest.mark.parametrize("name", ["drnn", "srnn"])
+def test_soft_mask_layer_makes_estimates_sum_to_the_mixture(name):
+    model = small_model(name, 3).eval()
+    mix = torch.randn(1, 4000)
+    with torch.no_grad():
+        est = model(mix)
+    torch.testing.assert_close(est.sum(dim=1), mix, atol=1e-4, rtol=0)
+
+
+def test_drnn_parameter_count_matches_the_architecture():
+    """DRNN-2 with 3 hidden layers: Linear(F,H) + RNN(H,H) + Linear(H,H) + Linear(H, n*F), counted by hand."""
+    f, h, n = 129, 32, 2
+    model = small_model("drnn", n)
+    linear = lambda a, b: a * b + b
+    rnn = h * (h + h) + 2 * h  # input and recurrent weights, two biases
+    assert count_parameters(model) == linear(f, h) + rnn + linear(h, h) + linear(h, n * f)
+    assert [type(layer).__name__ for layer in model.masker.layers] == ["Sequential", "SingleRNN", "Sequential"]
+    srnn = small_model("srnn", n)
+    assert all(type(layer).__name__ == "SingleRNN" for layer in srnn.masker.layers)
+
+
+def test_vtf_is_order_aware_through_positions():
+    """Self-attention alone is permutation-equivariant over frames; the sinusoidal positions break that."""
+    from local.models.vtf import sinusoidal_positions
+
+    table = sinusoidal_positions(50, 32)
+    assert table.shape == (50, 32)
+    torch.testing.assert_close(table[:, 0], torch.sin(torch.arange(50.0)))
+    torch.testing.assert_close(table[:, 1], torch.cos(torch.arange(50.0)))
+
+
+def test_gab_uses_complex_masks():
+    model = small_model("gab", 2)
+    assert model.mask_type == "complex"
+    tf = model.encoder(torch.randn(1, 1, 2000))
+    assert model.masker(tf).shape == (1, 2, tf.shape[1], tf.shape[2])  # real and imaginary part per bin
 
 
 def test_all_one_masks_reconstruct_the_mixture_exactly():
     """The STFT/iSTFT pair with edge padding is a perfect reconstruction, edges included."""
-    model = build_model(load_config("lstm_2src", ["model.hidden_size=16"]))
+    model = small_model("lstm", 2)
     model.masker.forward = lambda tf: torch.ones(tf.shape[0], 2, model.n_freq, tf.shape[-1])
     mix = torch.randn(2, 3333)
     est = model(mix)
@@ -32,10 +84,13 @@ def test_unknown_model_and_model_key_are_refused():
         build_model(load_config("lstm_2src", ["model.name=lstmm"]))
     with pytest.raises(RecipeError, match="unknown config key 'model.hiden_size'.*Did you mean 'model.hidden_size'"):
         build_model(load_config("lstm_2src", ["model.hiden_size=3"]))
+    with pytest.raises(RecipeError, match="model 'vtf' cannot be built.*divisible"):
+        build_model(load_config("vtf_2src", ["model.d_model=30", "model.n_heads=4"]))
 
 
-def test_serialized_package_roundtrip(tmp_path):
-    model = build_model(load_config("lstm_2src", ["model.hidden_size=16"])).eval()
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_serialized_package_roundtrip(tmp_path, name):
+    model = small_model(name, 2).eval()
     torch.save(model_package(model), tmp_path / "best_model.pth")
     loaded = load_model(tmp_path / "best_model.pth")
     assert count_parameters(loaded) == count_parameters(model)

@@ -4,17 +4,24 @@ Every separator maps a waveform mixture [B, T] to estimates [B, n_src, T]. `best
 Asteroid `serialize()` package (model_name, model_args, state_dict, infos) holding only tensors and
 plain Python values, so it loads with `torch.load(weights_only=True)`.
 """
-import inspect
 import difflib
+import inspect
 from pathlib import Path
 
 import torch
 
 from local.errors import RecipeError
+from local.models.gab import GABMasker
+from local.models.huang_rnn import DRNNMasker, SRNNMasker
 from local.models.lstm import LSTMMasker
+from local.models.vtf import VTFMasker
 
 MODELS = {
     "lstm": LSTMMasker,
+    "vtf": VTFMasker,
+    "gab": GABMasker,
+    "drnn": DRNNMasker,
+    "srnn": SRNNMasker,
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
 
@@ -39,7 +46,10 @@ def build_model(cfg):
     cls = MODELS[name]
     args = {**model_cfg, **cfg["filterbank"]}
     _check_args(cls, name, args)
-    return cls(n_src=int(cfg["data"]["n_src"]), sample_rate=int(cfg["data"]["sample_rate"]), **args)
+    try:
+        return cls(n_src=int(cfg["data"]["n_src"]), sample_rate=int(cfg["data"]["sample_rate"]), **args)
+    except (ValueError, TypeError) as err:
+        raise RecipeError(f"model '{name}' cannot be built from this config: {err}") from None
 
 
 def count_parameters(model):

@@ -46,6 +46,3 @@ class LSTMMasker(STFTMasker):
         masker = ResidualBLSTMMasker(n_filters // 2 + 1, n_src, hidden_size, n_layers, dropout, mask_act)
         super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
         self._masker_args = dict(hidden_size=hidden_size, n_layers=n_layers, dropout=dropout, mask_act=mask_act)
-
-    def masker_args(self):
-        return dict(self._masker_args)

@@ -6,12 +6,13 @@ network -> one mask per source applied to the mixture STFT -> inverse STFT -> wa
 [B, n_src, T]. Evaluation, losses on waveforms and separation therefore never depend on the family.
 
 A family only writes its mask network: a module mapping the mixture STFT in Asteroid's layout
-[B, 2F, frames] (real parts then imaginary parts) to magnitude masks [B, n_src, F, frames].
+[B, 2F, frames] (real parts then imaginary parts) to magnitude masks [B, n_src, F, frames]
+(`mask_type="magnitude"`) or complex masks [B, n_src, 2F, frames] (`mask_type="complex"`, GAB).
 """
 import torch
 from asteroid.models.base_models import BaseEncoderMaskerDecoder
 from asteroid_filterbanks import make_enc_dec
-from asteroid_filterbanks.transforms import apply_mag_mask, mag
+from asteroid_filterbanks.transforms import apply_complex_mask, apply_mag_mask, mag
 
 
 def log_magnitude_features(tf_rep, eps=1e-8):
@@ -38,6 +39,8 @@ def edge_padding(length, kernel_size, stride):
 class STFTMasker(BaseEncoderMaskerDecoder):
     """Encoder (STFT) -> `masker` -> magnitude masks on the mixture STFT -> decoder (iSTFT)."""
 
+    mask_type = "magnitude"
+
     def __init__(self, masker, n_src, n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
         encoder, decoder = make_enc_dec(
             "stft", n_filters=n_filters, kernel_size=kernel_size, stride=stride, sample_rate=sample_rate
@@ -55,11 +58,13 @@ class STFTMasker(BaseEncoderMaskerDecoder):
         return estimates[..., left : left + length]
 
     def apply_masks(self, tf_rep, est_masks):
+        if self.mask_type == "complex":
+            return apply_complex_mask(tf_rep.unsqueeze(1), est_masks)
         return apply_mag_mask(tf_rep.unsqueeze(1), est_masks)
 
     def masker_args(self):
         """The family's own constructor arguments (everything but n_src and the STFT)."""
-        raise NotImplementedError
+        return dict(self._masker_args)
 
     def get_model_args(self):
         return {"n_src": self.n_src, **self.stft_args, **self.masker_args()}
