@@ -16,7 +16,9 @@ import torch
 from local import io_utils
 from local.config import load_config
 from local.losses import make_loss
-from local.models import MODELS, build_model, count_parameters
+from local.models import build_model, count_parameters
+
+CATEGORY_MODELS = ("lstm", "vtf", "gab", "drnn", "srnn")
 
 
 def measure(tag, steps):
@@ -49,7 +51,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default="exp/benchmarks/models.json")
     args = parser.parse_args(argv)
-    rows = [measure(f"{name}_{args.n_src}src", args.steps) for name in MODELS]
+    rows = [measure(f"{name}_{args.n_src}src", args.steps) for name in CATEGORY_MODELS]
     print(f"{'model':<6} {'parameters':>12} {'train mixtures/s':>17}   (batch, {rows[0]['mixture_seconds']} s mixtures, "
           f"{torch.get_num_threads()} threads)")
     for r in rows:

@@ -30,7 +30,7 @@ from asteroid.metrics import get_metrics
 from local import io_utils
 from local.dataset import ViewDataset
 from local.errors import RecipeError
-from local.models import load_model
+from local.models import load_model, n_sources
 from local.oracle import OracleMasks
 
 
@@ -148,9 +148,9 @@ def evaluate(cfg, exp_dir, views, root, nj=1):
     warnings.filterwarnings("ignore", message=".*mir_eval.*")
     model = load_model(model_path)
     dataset = ViewDataset(Path(views) / "test.csv", root, return_meta=True)
-    if dataset.sample_rate != model.sample_rate or dataset.n_src != model.n_src:
+    if dataset.sample_rate != model.sample_rate or dataset.n_src != n_sources(model):
         raise RecipeError(f"{dataset.csv_path} has {dataset.n_src} sources at {dataset.sample_rate} Hz but the model "
-                          f"separates {model.n_src} at {model.sample_rate} Hz")
+                          f"separates {n_sources(model)} at {model.sample_rate} Hz")
     n = len(dataset) if ecfg["max_mixtures"] is None else min(len(dataset), int(ecfg["max_mixtures"]))
     oracle = OracleMasks(sample_rate=dataset.sample_rate, **cfg["filterbank"]) if ecfg["oracle"] else None
     rng = np.random.default_rng(int(ecfg["example_seed"]))

@@ -8,6 +8,9 @@ the listing was made, so that a second run with other settings is refused instea
 Formats:
   synth   the embedded synthetic categories (local/synth_sounds.py), generated deterministically from
           `data.synth.seed` into data/<dataset>/wav/<category>/*.wav
+  synth_speakers  procedurally generated voiced speech (local/synth_speech.py), generated
+          deterministically into data/<dataset>/wav/<speaker>/*.wav; the label is the speaker, and
+          train, val and test have disjoint speakers, as in wsj0-2mix
   folder  a user's folder of category folders: <source_dir>/<category>/*.wav (also .flac, .ogg)
   esc50   ESC-50 (Piczak 2015): <source_dir>/meta/esc50.csv (filename, fold, target, category, esc10,
           src_file, take) and <source_dir>/audio/<filename>; the folds make the splits (`data.folds`)
@@ -26,6 +29,8 @@ import yaml
 from local import io_utils
 from local.errors import RecipeError
 from local.synth_sounds import CATEGORIES, render
+from local.scp_data import SCP_FORMATS, scp_sources
+from local.synth_speech import speaker_params, utterance
 
 SOURCES_COLUMNS = ["path", "label", "split", "duration", "sample_rate", "num_samples"]
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
@@ -39,7 +44,7 @@ def resolve_format(data_cfg):
         fmt = "folder" if data_cfg.get("source_dir") else "synth"
     if fmt not in FORMATS:
         raise RecipeError(f"unknown data.format '{fmt}'; known: auto, {', '.join(FORMATS)}")
-    if fmt != "synth" and not data_cfg.get("source_dir"):
+    if fmt not in GENERATED and not data_cfg.get("source_dir"):
         raise RecipeError(f"data.format '{fmt}' reads a dataset on disk: pass --data_dir DIR (data.source_dir)")
     return fmt
 
@@ -72,6 +77,27 @@ def synth_sources(out_dir, data_cfg):
             io_utils.write_wav(out_dir / rel, audio, sr, subtype="PCM_16")
             rows.append([rel, label, "", len(audio) / sr, sr, len(audio)])
         print(f"  synth: {label:<12} {syn['clips_per_category']} clips ({len(rows)}/{total})", flush=True)
+    return rows
+
+
+def synth_speaker_sources(out_dir, data_cfg):
+    """Generate the synthetic speakers' utterances; return their sources.csv rows (split by speaker)."""
+    sr = int(data_cfg["sample_rate"])
+    cfg = data_cfg["synth_speakers"]
+    rows, speaker = [], 0
+    for split in SPLITS:
+        for _ in range(int(cfg["speakers"][split])):
+            params = speaker_params(np.random.default_rng([cfg["seed"], speaker]))
+            label = f"spk{speaker:03d}"
+            for utt in range(int(cfg["utterances_per_speaker"])):
+                rng = np.random.default_rng([cfg["seed"], speaker, utt + 1])
+                audio = utterance(rng, params, sr, rng.uniform(cfg["min_seconds"], cfg["max_seconds"]))
+                rel = f"wav/{label}/{label}_{utt:03d}.wav"
+                io_utils.write_wav(out_dir / rel, audio, sr, subtype="PCM_16")
+                rows.append([rel, label, split, len(audio) / sr, sr, len(audio)])
+            speaker += 1
+        print(f"  synth_speakers: {cfg['speakers'][split]} {split} speakers, {cfg['utterances_per_speaker']} "
+              f"utterances each", flush=True)
     return rows
 
 
@@ -169,7 +195,8 @@ def fsdkaggle2018_sources(source_dir):
     return rows
 
 
-FORMATS = ("synth", "folder", "esc50", "fsdkaggle2018")
+GENERATED = ("synth", "synth_speakers")
+FORMATS = GENERATED + ("folder", "esc50", "fsdkaggle2018") + SCP_FORMATS
 
 
 def prep_settings(data_cfg, fmt):
@@ -178,10 +205,14 @@ def prep_settings(data_cfg, fmt):
     if fmt == "synth":
         settings.update(sample_rate=int(data_cfg["sample_rate"]), synth=dict(data_cfg["synth"]),
                         categories=list(CATEGORIES))
+    elif fmt == "synth_speakers":
+        settings.update(sample_rate=int(data_cfg["sample_rate"]), synth_speakers=dict(data_cfg["synth_speakers"]))
     else:
         settings["source_dir"] = str(Path(data_cfg["source_dir"]).resolve())
     if fmt == "esc50":
         settings["folds"] = data_cfg.get("folds")
+    if fmt in SCP_FORMATS:
+        settings.update(mix_variant=data_cfg.get("mix_variant"), librimix_train=data_cfg.get("librimix_train"))
     return settings
 
 
@@ -202,6 +233,8 @@ def prepare(data_cfg, data_dir):
         )
     if fmt == "synth":
         rows, root = synth_sources(data_dir, data_cfg), "."
+    elif fmt == "synth_speakers":
+        rows, root = synth_speaker_sources(data_dir, data_cfg), "."
     else:
         root = settings["source_dir"]
         if not Path(root).is_dir():
@@ -210,13 +243,15 @@ def prepare(data_cfg, data_dir):
             rows = folder_sources(root)
         elif fmt == "esc50":
             rows = esc50_sources(root, data_cfg)
+        elif fmt in SCP_FORMATS:
+            rows = scp_sources(root, data_dir, fmt, data_cfg)
         else:
             rows = fsdkaggle2018_sources(root)
     df = pd.DataFrame(rows, columns=SOURCES_COLUMNS)
     io_utils.write_csv(df, csv_path)
     counts = df.groupby("label").size().to_dict()
     io_utils.write_yaml({"settings": settings, "root": root, "n_files": len(df), "files_per_label": counts}, meta_path)
-    print(f"stage 0: wrote {csv_path}: {len(df)} files in {len(counts)} categories", flush=True)
+    print(f"stage 0: wrote {csv_path}: {len(df)} files with {len(counts)} labels", flush=True)
 
 
 def load_sources(data_dir):
@@ -231,6 +266,11 @@ def load_sources(data_dir):
     if missing:
         raise RecipeError(f"{csv_path} lacks column(s) {', '.join(missing)}; re-run stage 0")
     return df, dataset_root(data_dir, meta)
+
+
+def dataset_format(data_dir):
+    meta = yaml.safe_load((Path(data_dir) / "dataset.yml").read_text())
+    return meta["settings"]["format"]
 
 
 def dataset_root(data_dir, meta):

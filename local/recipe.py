@@ -68,10 +68,12 @@ def main(argv=None):
         make_views(cfg["data"], data_dir)
     else:
         from local.prepare_data import load_sources
-        from local.views import views_dir
+        from local.views import make_views
 
         _, root = load_sources(data_dir)
-        views = views_dir(data_dir, cfg["data"]["n_src"])
+        # A config may need views stage 1 has not made yet (e.g. 5 sources): make them now, quietly
+        # when they are already there.
+        views = make_views(cfg["data"], data_dir, announce_skip=False)
         if args.stage == "train":
             from local.train import train
 

@@ -5,7 +5,6 @@ k by validation loss), `logs/metrics.csv` (CSV logger), `best_model.pth` (Astero
 package of the best checkpoint) and `training.json` (epochs, best validation loss, wall time,
 parameter count). An interrupted run resumes from `checkpoints/last.ckpt`; a finished one is skipped.
 """
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,12 @@ class SeparationSystem(System):
         from asteroid.utils import flatten_dict
 
         return {k: (str(v) if v is None or isinstance(v, (list, tuple)) else v) for k, v in flatten_dict(dic).items()}
+
+    def common_step(self, batch, batch_nb, train=True):
+        inputs, targets = batch
+        if getattr(self.loss_func, "uses_model", False):  # e.g. deep clustering: embeddings, not waveforms
+            return self.loss_func(self.model, inputs, targets)
+        return self.loss_func(self(inputs), targets)
 
     def training_step(self, batch, batch_nb):
         loss = self.common_step(batch, batch_nb, train=True)
@@ -166,4 +171,4 @@ def train(cfg, exp_dir, views, root):
     io_utils.write_json(summary, exp_dir / "training.json")
     print(f"stage 2: done in {wall:.0f} s; best val_loss {summary['best_val_loss']:.4f}; wrote {exp_dir}/best_model.pth",
           flush=True)
-    return json.loads(json.dumps(summary))
+    return summary

@@ -22,7 +22,8 @@ import yaml
 
 from local import io_utils
 from local.errors import RecipeError
-from local.prepare_data import SPLITS, load_sources
+from local.prepare_data import SPLITS, dataset_format, load_sources
+from local.scp_data import SCP_FORMATS, scp_views
 
 SILENCE_DB = -50.0  # a segment quieter than this (RMS, dBFS) is redrawn
 MAX_REDRAWS = 20
@@ -54,6 +55,8 @@ def view_settings(data_cfg, sources_csv):
         "level_db_range": [float(v) for v in data_cfg["level_db_range"]],
         "view_seed": int(data_cfg["view_seed"]),
         "drop_small_categories": bool(data_cfg.get("drop_small_categories")),
+        "segment_seconds": data_cfg.get("segment_seconds"),
+        "disjoint_labels": bool(data_cfg.get("disjoint_labels")),
         "sources_sha256": hashlib.sha256(Path(sources_csv).read_bytes()).hexdigest(),
     }
 
@@ -94,6 +97,8 @@ def split_candidates(sources, data_cfg):
             per_label[label] = group.to_dict("records")
         out[split] = per_label
     labels = {s: {l for l, rows in out[s].items() if rows} for s in SPLITS}
+    if data_cfg.get("disjoint_labels"):  # speakers: every split has its own
+        return {s: {l: out[s][l] for l in sorted(labels[s])} for s in SPLITS}
     common = set.intersection(*labels.values())
     missing = {s: sorted(set(out[s]) - labels[s]) for s in SPLITS if set(out[s]) - labels[s]}
     if missing and not data_cfg.get("drop_small_categories"):
@@ -149,7 +154,7 @@ def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, l
     return pd.DataFrame(rows, columns=view_columns(n_src))
 
 
-def make_views(data_cfg, data_dir):
+def make_views(data_cfg, data_dir, announce_skip=True):
     """Write data_dir/<n>src/{train,val,test}.csv (skipped when identical views exist)."""
     data_dir = Path(data_dir)
     sources, root = load_sources(data_dir)
@@ -159,7 +164,8 @@ def make_views(data_cfg, data_dir):
     if meta_path.is_file():
         done = yaml.safe_load(meta_path.read_text())
         if done == settings and all((out_dir / f"{s}.csv").is_file() for s in SPLITS):
-            print(f"stage 1: views in {out_dir} are up to date; skipped", flush=True)
+            if announce_skip:
+                print(f"stage 1: views in {out_dir} are up to date; skipped", flush=True)
             return out_dir
         if done != settings:
             changed = [k for k in settings if done.get(k) != settings[k]]
@@ -167,6 +173,12 @@ def make_views(data_cfg, data_dir):
                 f"{out_dir} holds views made with other settings (differs in: {', '.join(changed)}). "
                 f"Delete {out_dir} to rebuild them, or keep both by using another --dataset name."
             )
+    if dataset_format(data_dir) in SCP_FORMATS:
+        for split, df in scp_views(data_dir, data_cfg, settings).items():
+            io_utils.write_csv(df, out_dir / f"{split}.csv")
+            print(f"stage 1: wrote {out_dir / split}.csv: {len(df)} mixtures from the {split} scp files", flush=True)
+        io_utils.write_yaml(settings, meta_path)
+        return out_dir
     sample_rate = settings["sample_rate"]
     length = int(round(settings["mixture_seconds"] * sample_rate))
     candidates = split_candidates(sources, data_cfg)

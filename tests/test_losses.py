@@ -23,7 +23,7 @@ def _loss(name, pit, n_src=2, gamma=0.05):
 
 def _mags(loss, x):
     pairwise = loss.pairwise_loss if hasattr(loss, "pairwise_loss") else loss.loss_func
-    return getattr(pairwise, "euclidean", pairwise).magnitude(x)
+    return getattr(pairwise, "euclidean", pairwise).features(x)
 
 
 def test_sisdr_loss_matches_numpy_formula():
@@ -100,6 +100,16 @@ def test_fixed_order_loss_sees_swapped_references():
     est = ref + 0.1 * torch.randn_like(ref)
     fixed = _loss("sisdr", pit=False)
     assert fixed(est, ref[:, [1, 0]]).item() > fixed(est, ref).item() + 10
+
+
+def test_complex_domain_sees_the_phase():
+    """A sign flip leaves magnitudes unchanged: only the complex-domain loss penalises it."""
+    torch.manual_seed(5)
+    ref = torch.randn(1, 2, 2000)
+    assert _loss("euclidean", pit=False)(-ref, ref).item() == pytest.approx(0.0, abs=1e-6)
+    complex_loss = make_loss(load_config("gab_2src"))
+    assert complex_loss.pairwise_loss.domain == "complex"
+    assert complex_loss(-ref, ref).item() > 0.1 * complex_loss(torch.zeros_like(ref), ref).item()
 
 
 def test_unknown_loss_is_refused():

@@ -11,6 +11,9 @@ from pathlib import Path
 import torch
 
 from local.errors import RecipeError
+from asteroid.models import DPRNNTasNet
+
+from local.models.dpcl import DPCLDPRNN
 from local.models.gab import GABMasker
 from local.models.huang_rnn import DRNNMasker, SRNNMasker
 from local.models.lstm import LSTMMasker
@@ -22,6 +25,8 @@ MODELS = {
     "gab": GABMasker,
     "drnn": DRNNMasker,
     "srnn": SRNNMasker,
+    "dpcl_dprnn": DPCLDPRNN,
+    "dprnn_tasnet": DPRNNTasNet,  # Asteroid's time-domain DPRNN-TasNet, the speaker-separation baseline
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
 
@@ -34,7 +39,7 @@ def _check_args(cls, name, args):
             hint = difflib.get_close_matches(key, accepted, n=1)
             hint = f" Did you mean 'model.{hint[0]}'?" if hint else ""
             raise RecipeError(f"unknown config key 'model.{key}' for model '{name}'.{hint} "
-                              f"Its keys: {', '.join(a for a in accepted if a not in ('n_src', 'sample_rate'))}")
+                              f"Its keys: {', '.join(a for a in accepted if a not in ('n_src', 'sample_rate', 'fb_kwargs'))}")
 
 
 def build_model(cfg):
@@ -50,6 +55,11 @@ def build_model(cfg):
         return cls(n_src=int(cfg["data"]["n_src"]), sample_rate=int(cfg["data"]["sample_rate"]), **args)
     except (ValueError, TypeError) as err:
         raise RecipeError(f"model '{name}' cannot be built from this config: {err}") from None
+
+
+def n_sources(model):
+    """Number of sources a separator returns (Asteroid's models keep it on their masker)."""
+    return getattr(model, "n_src", None) or model.masker.n_src
 
 
 def count_parameters(model):

@@ -57,6 +57,11 @@ class STFTMasker(BaseEncoderMaskerDecoder):
         estimates = super().forward(torch.nn.functional.pad(wav, (left, right)))
         return estimates[..., left : left + length]
 
+    def stft(self, wav):
+        """[B, T] -> the STFT [B, 2F, frames] that forward() masks (same edge padding)."""
+        left, right = edge_padding(wav.shape[-1], self.stft_args["kernel_size"], self.stft_args["stride"])
+        return self.encoder(torch.nn.functional.pad(wav, (left, right)).unsqueeze(1))
+
     def apply_masks(self, tf_rep, est_masks):
         if self.mask_type == "complex":
             return apply_complex_mask(tf_rep.unsqueeze(1), est_masks)

@@ -1,0 +1,94 @@
+"""DPCL-DPRNN: deep clustering on a dual-path RNN, with an optional Chimera++ mask-inference head.
+
+Deep clustering (Hershey et al. 2016, "Deep clustering: discriminative embeddings for segmentation
+and separation") maps every time-frequency bin of the mixture to a unit-norm D-dimensional embedding
+whose affinities match the ideal binary partition of the bins by dominant source; at test time
+k-means over the embeddings of the active bins gives binary masks. Here the embedding network is the
+dual-path RNN of Luo, Chen and Yoshioka 2020 ("Dual-path RNN: efficient long sequence modeling for
+time-domain single-channel speech separation") run over STFT frames: Asteroid's `DPRNN` masker
+(bottleneck, segmentation into chunks of K frames with 50% overlap, intra-chunk BLSTM, inter-chunk
+(B)LSTM, overlap-add), whose output layer produces D values per bin instead of a mask.
+
+Chimera++ (Wang, Le Roux and Hershey 2018, "Alternative objective functions for deep clustering")
+adds a mask-inference (MI) head from the same backbone: n_src softmax masks per bin, trained jointly
+(`loss.alpha` weighs the two objectives); at test time either head can separate (`inference`).
+
+Features: the per-utterance normalised log-magnitude STFT (`log_magnitude_features`). Per-utterance
+statistics need no training-set statistics file to travel with the model, make the network
+independent of the input level, and are what the embeddings see identically in training and test.
+Training targets and test-time masks use the same padded STFT (`STFTMasker.stft`), so the framing
+of targets and separation always agree.
+"""
+import torch
+from asteroid.dsp.vad import ebased_vad
+from asteroid.masknn import DPRNN
+from asteroid_filterbanks.transforms import mag
+from torch import nn
+
+from local.kmeans import batched_kmeans
+from local.models.stft_masker import STFTMasker, log_magnitude_features
+
+
+class DPCLNet(nn.Module):
+    """[B, 2F, frames] STFT -> unit-norm embeddings [B, F, frames, D] (+ MI masks [B, n_src, F, frames])."""
+
+    def __init__(self, n_freq, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations, dprnn_args):
+        super().__init__()
+        self.n_freq, self.n_src, self.embedding_dim = n_freq, n_src, embedding_dim
+        self.mi_head, self.inference, self.vad_db = mi_head, inference, vad_db
+        self.kmeans_iterations = kmeans_iterations
+        self.n_out = embedding_dim + (n_src if mi_head else 0)
+        self.dprnn = DPRNN(in_chan=n_freq, n_src=1, out_chan=n_freq * self.n_out, mask_act="linear", **dprnn_args)
+
+    def heads(self, tf_rep):
+        """{'embedding': [B, F, frames, D] unit norm, 'mi_masks': [B, n_src, F, frames] or None}."""
+        out = self.dprnn(log_magnitude_features(tf_rep))  # [B, 1, n_out * F, frames]
+        batch, _, _, frames = out.shape
+        out = out.view(batch, self.n_out, self.n_freq, frames)
+        embedding = nn.functional.normalize(out[:, : self.embedding_dim].permute(0, 2, 3, 1), dim=-1)
+        mi_masks = torch.softmax(out[:, self.embedding_dim :], dim=1) if self.mi_head else None
+        return {"embedding": embedding, "mi_masks": mi_masks}
+
+    def forward(self, tf_rep):
+        """Test-time masks [B, n_src, F, frames]: k-means over active-bin embeddings, or the MI head."""
+        heads = self.heads(tf_rep)
+        if self.inference == "mi":
+            return heads["mi_masks"]
+        embedding = heads["embedding"]
+        batch, n_freq, frames, dim = embedding.shape
+        active = ebased_vad(mag(tf_rep), self.vad_db).reshape(batch, -1)
+        labels, _ = batched_kmeans(embedding.reshape(batch, -1, dim), active.float(), self.n_src,
+                                   self.kmeans_iterations)
+        masks = nn.functional.one_hot(labels, self.n_src).to(embedding.dtype)  # [B, F*frames, n_src]
+        return masks.view(batch, n_freq, frames, self.n_src).permute(0, 3, 1, 2)
+
+
+class DPCLDPRNN(STFTMasker):
+    """Deep clustering (and optionally Chimera++) on a dual-path RNN over STFT frames."""
+
+    def __init__(self, n_src, embedding_dim=40, mi_head=False, inference="kmeans", vad_db=40.0,
+                 kmeans_iterations=20, bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
+                 norm_type="gLN", bidirectional=True, rnn_type="LSTM", num_layers=1, dropout=0.0,
+                 n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
+        if inference not in ("kmeans", "mi"):
+            raise ValueError(f"model.inference must be kmeans or mi, got {inference!r}")
+        if inference == "mi" and not mi_head:
+            raise ValueError("model.inference: mi needs model.mi_head: true")
+        dprnn_args = dict(bn_chan=bn_chan, hid_size=hid_size, chunk_size=chunk_size, hop_size=hop_size,
+                          n_repeats=n_repeats, norm_type=norm_type, bidirectional=bidirectional, rnn_type=rnn_type,
+                          num_layers=num_layers, dropout=dropout)
+        masker = DPCLNet(n_filters // 2 + 1, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations,
+                         dprnn_args)
+        super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
+        self._masker_args = dict(embedding_dim=embedding_dim, mi_head=mi_head, inference=inference, vad_db=vad_db,
+                                 kmeans_iterations=kmeans_iterations, **dprnn_args)
+
+    def training_outputs(self, mixture, sources):
+        """What the deep-clustering objective needs, on the same padded STFT as separation:
+        embeddings, MI masks, mixture magnitude [B, F, frames] and source magnitudes [B, n_src, F, frames]."""
+        mix_tf = self.stft(mixture)
+        outputs = self.masker.heads(mix_tf)
+        batch, n_src, length = sources.shape
+        outputs["mixture_mag"] = mag(mix_tf)
+        outputs["source_mag"] = mag(self.stft(sources.reshape(batch * n_src, length))).view(batch, n_src, self.n_freq, -1)
+        return outputs
