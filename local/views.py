@@ -163,6 +163,8 @@ def make_views(data_cfg, data_dir, announce_skip=True):
     meta_path = out_dir / "views.yml"
     if meta_path.is_file():
         done = yaml.safe_load(meta_path.read_text())
+        # a setting introduced after these views were made matches while it keeps its neutral value
+        done.update({k: v for k, v in settings.items() if k not in done and v in (None, False)})
         if done == settings and all((out_dir / f"{s}.csv").is_file() for s in SPLITS):
             if announce_skip:
                 print(f"stage 1: views in {out_dir} are up to date; skipped", flush=True)
