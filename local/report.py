@@ -40,7 +40,11 @@ def experiment_row(exp):
 def to_markdown(df):
     def fmt(v):
         if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:.2f}"
+            if pd.isna(v):
+                return ""
+            if v.is_integer():
+                return str(int(v))
+            return f"{v:.3g}" if abs(v) < 0.1 else f"{v:.2f}"
         return "" if v is None else str(v)
 
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
