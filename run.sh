@@ -4,6 +4,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+command_line="$0 $*"   # recorded in each experiment's provenance.json
 
 # Options (each can be given as --name value; see --help).
 stage=0            # first stage to run
@@ -14,6 +15,8 @@ dataset=""         # name of data/<dataset>/ (default: the config's data.dataset
 data_root=data     # where prepared data and views go
 exp_dir=exp        # where experiments go
 nj=2               # parallel jobs (evaluation metrics)
+allow_change=""    # config keys an existing experiment may continue with, changed on purpose
+grid=""            # stage 4: a grid file (conf/grids/*.yml) whose cells get a status table
 
 help_message="Usage: $0 [options] [--group.key value ...]
 
@@ -36,6 +39,9 @@ Options:
   --data_root DIR    where prepared data goes (default: $data_root)
   --exp_dir DIR      where experiments go (default: $exp_dir)
   --nj N             parallel jobs (default: $nj)
+  --allow_change K   continue an experiment with these config keys changed, e.g. 'optim.lr training.epochs'
+                     (recorded with the epoch in exp/<tag>/history.txt)
+  --grid FILE        stage 4 also reports the status of every cell of a grid file
   --group.key VALUE  override any config key, e.g. --training.epochs 5 --optim.lr 3e-4
   --help             this message
 
@@ -55,10 +61,11 @@ for n in stage stop_stage nj; do
 done
 
 . "$root/utils/setup_env.sh"
+export LISTENER_COMMAND="$command_line"
 
 recipe() {
   "$LISTENER_PY" -m local.recipe "$1" --tag "$tag" --data_dir "$data_dir" --dataset "$dataset" \
-    --data_root "$data_root" --exp_dir "$exp_dir" --nj "$nj" "${config_overrides[@]+"${config_overrides[@]}"}"
+    --data_root "$data_root" --exp_dir "$exp_dir" --nj "$nj" --allow_change "$allow_change" --grid "$grid" "${config_overrides[@]+"${config_overrides[@]}"}"
 }
 
 banner() {

@@ -26,6 +26,9 @@ def parse_args(argv=None):
     parser.add_argument("--data_root", default="data", help="where prepared datasets and views go")
     parser.add_argument("--exp_dir", default="exp", help="where experiments go: <exp_dir>/<tag>/")
     parser.add_argument("--nj", type=int, default=1, help="parallel jobs (evaluation metrics)")
+    parser.add_argument("--allow_change", default="", help="config keys an existing experiment may continue with "
+                        "changed (space or comma separated), e.g. 'optim.lr training.epochs'")
+    parser.add_argument("--grid", default="", help="report: a grid file whose cells get a status table")
     parser.add_argument("overrides", nargs="*", help="config overrides group.key=value")
     return parser.parse_intermixed_args(argv)
 
@@ -53,7 +56,7 @@ def main(argv=None):
     if args.stage == "report":
         from local.report import report
 
-        report(exp_root)
+        report(exp_root, grid=args.grid or None)
         return
     cfg = resolve_config(args)
     data_dir = Path(args.data_root) / cfg["data"]["dataset"]
@@ -77,7 +80,7 @@ def main(argv=None):
         if args.stage == "train":
             from local.train import train
 
-            train(cfg, exp_dir, views, root)
+            train(cfg, exp_dir, views, root, allow_change=args.allow_change.replace(",", " ").split())
         else:
             from local.evaluate import evaluate
 

@@ -1,9 +1,11 @@
-"""Stage 4: one results table across every experiment in the experiments folder.
+"""Stage 4: one results table across every experiment in the experiments folder, and grid status.
 
-Reads exp/*/conf.yml, training.json and eval/summary.json, and writes exp/results.csv and
-exp/RESULTS.md (tag, model, sources, loss, parameters, epochs, best validation loss, SI-SDRi, SDRi,
-SIR, SAR, STOI, the oracle IRM figure, training time), sorted by tag. Experiments without an
-evaluation are listed with their state.
+Reads exp/*/conf.yml, training.json, eval/summary.json, history.txt and provenance.json, and writes
+exp/results.csv and exp/RESULTS.md (tag, model, sources, loss, parameters, epochs, best validation
+loss, SI-SDRi, SDRi, SIR, SAR, STOI, the oracle IRM figure, training time, learning-rate and other
+setting changes, git commit), sorted by tag, and exp/results.png (SI-SDRi per experiment next to the
+oracle). With a grid file (conf/grids/*.yml, a list of `cells`), each cell gets a status like the
+category study's TO-RUN checklist: done / trained, not evaluated / training at epoch N / not started.
 """
 import json
 from pathlib import Path
@@ -16,7 +18,16 @@ from local.errors import RecipeError
 
 COLUMNS = ["tag", "state", "model", "n_src", "loss", "pit", "n_parameters", "epochs_trained", "best_val_loss",
            "si_sdri", "sdri", "si_sdr", "sdr", "sir", "sar", "stoi", "input_si_sdr", "oracle_irm_si_sdri",
-           "train_seconds", "n_test_mixtures"]
+           "train_seconds", "n_test_mixtures", "changes", "git_commit"]
+
+
+def training_epoch(exp):
+    """Last epoch logged by the CSV logger (training in progress), or None."""
+    log = exp / "logs" / "metrics.csv"
+    if not log.is_file():
+        return None
+    epochs = pd.read_csv(log).get("epoch")
+    return None if epochs is None or epochs.dropna().empty else int(epochs.dropna().max())
 
 
 def experiment_row(exp):
@@ -25,7 +36,13 @@ def experiment_row(exp):
            "loss": cfg["loss"]["name"], "pit": cfg["loss"]["pit"]}
     training = exp / "training.json"
     summary = exp / "eval" / "summary.json"
-    row["state"] = "evaluated" if summary.is_file() else ("trained" if training.is_file() else "training")
+    if summary.is_file():
+        row["state"] = "done"
+    elif training.is_file():
+        row["state"] = "trained, not evaluated"
+    else:
+        epoch = training_epoch(exp)
+        row["state"] = "not started" if epoch is None else f"training at epoch {epoch}"
     if training.is_file():
         t = json.loads(training.read_text())
         row.update(n_parameters=t["n_parameters"], epochs_trained=t["epochs_trained"],
@@ -34,6 +51,14 @@ def experiment_row(exp):
         s = json.loads(summary.read_text())
         row.update({k: s.get(k) for k in COLUMNS if k in s})
         row["n_test_mixtures"] = s["n_mixtures"]
+    history = exp / "history.txt"
+    if history.is_file():  # "2026-11-21 16:20:00 optim.lr: 0.001 -> 0.0003 at epoch 4" -> the part after the time
+        row["changes"] = "; ".join(" ".join(line.split(" ")[2:]) for line in history.read_text().splitlines())
+    provenance = exp / "provenance.json"
+    if provenance.is_file():
+        last = json.loads(provenance.read_text())[-1]
+        commit = (last.get("git_commit") or "")[:10]
+        row["git_commit"] = commit + ("+dirty" if last.get("git_dirty") else "")
     return row
 
 
@@ -52,16 +77,57 @@ def to_markdown(df):
     return "\n".join(lines)
 
 
-def report(exp_root):
+def grid_status(grid_path, rows):
+    """[(cell, status)] for every cell of a grid file, from the experiments' rows."""
+    grid = yaml.safe_load(Path(grid_path).read_text()) or {}
+    cells = grid.get("cells")
+    if not isinstance(cells, list):
+        raise RecipeError(f"{grid_path} must hold a list under 'cells' (the tags of the grid)")
+    states = {r["tag"]: r["state"] for r in rows}
+    return [(cell, states.get(cell, "not started")) for cell in cells]
+
+
+def plot(df, path):
+    """Bar chart of SI-SDRi per evaluated experiment, with the oracle IRM marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = df.dropna(subset=["si_sdri"]) if "si_sdri" in df else df.iloc[:0]
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(done) + 2), 3.5))
+    ax.bar(done["tag"], done["si_sdri"], color="tab:blue", label="model")
+    if "oracle_irm_si_sdri" in done:
+        ax.scatter(done["tag"], done["oracle_irm_si_sdri"], color="tab:red", marker="_", s=400, label="oracle IRM")
+    ax.set_ylabel("SI-SDRi (dB)")
+    ax.tick_params(axis="x", rotation=60)
+    ax.legend(loc="best", fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with io_utils.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def report(exp_root, grid=None):
     exp_root = Path(exp_root)
     experiments = sorted(p for p in exp_root.glob("*") if (p / "conf.yml").is_file())
-    if not experiments:
+    if not experiments and not grid:
         raise RecipeError(f"no experiments in {exp_root}/ (nothing with a conf.yml): train one first (stage 2)")
-    df = pd.DataFrame([experiment_row(e) for e in experiments]).reindex(columns=COLUMNS)
-    df = df.dropna(axis=1, how="all")
-    io_utils.write_csv(df, exp_root / "results.csv")
+    rows = [experiment_row(e) for e in experiments]
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS).dropna(axis=1, how="all")
     text = (f"# Results\n\nOne row per experiment in `{exp_root}/`; figures on the test views, in dB except STOI. "
-            f"`oracle_irm_si_sdri` is the ideal ratio mask on the same mixtures.\n\n{to_markdown(df)}\n")
+            f"`oracle_irm_si_sdri` is the ideal ratio mask on the same mixtures; `changes` lists settings changed "
+            f"during training (exp/<tag>/history.txt).\n\n{to_markdown(df) if rows else '(none yet)'}\n")
+    if rows:
+        io_utils.write_csv(df, exp_root / "results.csv")
+        plot(df, exp_root / "results.png")
+        text += "\n![SI-SDRi per experiment](results.png)\n"
+    if grid:
+        status = grid_status(grid, rows)
+        done = sum(s == "done" for _, s in status)
+        text += f"\n## Grid {Path(grid).name}: {done}/{len(status)} done\n\n| cell | status |\n|---|---|\n"
+        text += "".join(f"| {cell} | {state} |\n" for cell, state in status)
     io_utils.write_text(exp_root / "RESULTS.md", text)
     print(text)
-    print(f"stage 4: wrote {exp_root}/RESULTS.md and {exp_root}/results.csv ({len(df)} experiments)", flush=True)
+    print(f"stage 4: wrote {exp_root}/RESULTS.md ({len(rows)} experiments)", flush=True)

@@ -13,12 +13,13 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from asteroid.engine import System
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from local import io_utils
-from local.config import diff_configs
+from local.config import diff_configs, flatten
+from local.provenance import record_run
 from local.dataset import ViewDataset
 from local.errors import RecipeError
 from local.losses import make_loss
@@ -51,22 +52,66 @@ class SeparationSystem(System):
         return loss
 
 
+# Keys that may change when an experiment continues, on purpose (--allow_change): they steer the rest
+# of the training without making it a different experiment. Each change is recorded in history.txt.
+CHANGEABLE = ("optim.lr", "optim.weight_decay", "optim.lr_patience", "optim.lr_factor", "training.epochs",
+              "training.early_stop_patience", "training.batch_size", "training.num_workers", "training.max_minutes",
+              "training.val_check_interval", "training.gradient_clip_val", "training.save_top_k")
+
+
 def frozen_part(cfg):
     return {k: v for k, v in cfg.items() if k not in NOT_FROZEN}
 
 
-def check_frozen_config(cfg, exp_dir):
-    """Refuse to continue an experiment whose frozen conf.yml differs from the requested config."""
+def check_frozen_config(cfg, exp_dir, allow_change=()):
+    """Compare the requested config with the experiment's frozen conf.yml.
+
+    Returns the list of (key, old, new) changes to apply; refuses, with a readable diff, any change not
+    named in `allow_change` or not in CHANGEABLE.
+    """
     frozen_path = Path(exp_dir) / "conf.yml"
     if not frozen_path.is_file():
-        return
-    frozen = yaml.safe_load(frozen_path.read_text())
-    diff = diff_configs(frozen_part(frozen), frozen_part(cfg))
-    if diff:
+        return []
+    frozen = frozen_part(yaml.safe_load(frozen_path.read_text()))
+    old, new = flatten(frozen), flatten(frozen_part(cfg))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    refused = [k for k in changed if k not in allow_change or k not in CHANGEABLE]
+    if refused:
+        lines = "\n".join(diff_configs(frozen, frozen_part(cfg)))
         raise RecipeError(
-            f"{frozen_path} differs from the requested config:\n" + "\n".join(diff) +
-            f"\nUse another --tag (or --exp_dir), or delete {exp_dir} to start this experiment again."
+            f"{frozen_path} differs from the requested config:\n{lines}\n"
+            f"Use another --tag (or --exp_dir), or delete {exp_dir} to start again. To continue this experiment with "
+            f"new training settings on purpose, name them: --allow_change '{' '.join(changed)}' "
+            f"(changeable: {', '.join(CHANGEABLE)})."
         )
+    return [(k, old.get(k), new.get(k)) for k in changed]
+
+
+def record_changes(exp_dir, changes, epoch):
+    """Append 'key: old -> new at epoch N' lines to exp_dir/history.txt."""
+    path = Path(exp_dir) / "history.txt"
+    previous = path.read_text() if path.is_file() else ""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    lines = "".join(f"{stamp} {k}: {old} -> {new} at epoch {epoch}\n" for k, old, new in changes)
+    io_utils.write_text(path, previous + lines)
+    for line in lines.splitlines():
+        print(f"stage 2: {line}", flush=True)
+
+
+class ApplyChangedSettings(pl.Callback):
+    """After a resumed checkpoint restored the optimizer and callbacks, impose the new learning rate and
+    early-stopping patience (the checkpoint would otherwise bring back the old ones)."""
+
+    def __init__(self, lr, patience):
+        self.lr, self.patience = lr, patience
+
+    def on_train_start(self, trainer, pl_module):
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr
+        for callback in trainer.callbacks:
+            if isinstance(callback, EarlyStopping) and self.patience:
+                callback.patience = int(self.patience)
 
 
 def make_optimizer(params, optim_cfg):
@@ -116,18 +161,26 @@ def write_best_model(model, best_ckpt, exp_dir):
         torch.save(model_package(model), tmp)
 
 
-def train(cfg, exp_dir, views, root):
+def train(cfg, exp_dir, views, root, allow_change=()):
     exp_dir = Path(exp_dir)
-    check_frozen_config(cfg, exp_dir)
-    if (exp_dir / "best_model.pth").is_file():
+    changes = check_frozen_config(cfg, exp_dir, allow_change)
+    last = exp_dir / "checkpoints" / "last.ckpt"
+    if (exp_dir / "best_model.pth").is_file() and not changes:
         print(f"stage 2: {exp_dir}/best_model.pth exists, training is finished; skipped "
-              f"(delete {exp_dir} to train again)", flush=True)
+              f"(delete {exp_dir} to train again, or continue it with --allow_change)", flush=True)
         return
+    if changes and not last.is_file():
+        raise RecipeError(f"{last} not found: there is no training to continue with the changed settings")
     model = build_model(cfg)
     loss = make_loss(cfg)
     train_loader, val_loader = make_loaders(cfg, Path(views), root)
-    if not (exp_dir / "conf.yml").is_file():
+    if changes:
+        # last.ckpt holds the index of the epoch it ended; training goes on with the next one, and the
+        # changes apply from there (the epoch index of logs/metrics.csv, = epochs completed).
+        record_changes(exp_dir, changes, torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1)
+    if changes or not (exp_dir / "conf.yml").is_file():
         io_utils.write_yaml(cfg, exp_dir / "conf.yml")
+    record_run(exp_dir, cfg)
 
     tcfg = cfg["training"]
     pl.seed_everything(int(tcfg["seed"]), workers=True)
@@ -139,9 +192,12 @@ def train(cfg, exp_dir, views, root):
                                  auto_insert_metric_name=False, monitor="val_loss", mode="min",
                                  save_top_k=int(tcfg["save_top_k"]), save_last=True)
     # A log file gets a progress line every 50 steps instead of a carriage-return stream per step.
-    callbacks = [checkpoint, TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50)]
+    callbacks = [checkpoint, TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50),
+                 LearningRateMonitor(logging_interval="epoch")]
     if tcfg["early_stop_patience"]:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(tcfg["early_stop_patience"])))
+    if changes:
+        callbacks.append(ApplyChangedSettings(float(cfg["optim"]["lr"]), tcfg["early_stop_patience"]))
     max_time = {"minutes": float(tcfg["max_minutes"])} if tcfg["max_minutes"] else None
     trainer = pl.Trainer(
         max_epochs=int(tcfg["epochs"]), max_time=max_time, callbacks=callbacks,
@@ -150,7 +206,6 @@ def train(cfg, exp_dir, views, root):
         gradient_clip_val=tcfg["gradient_clip_val"], default_root_dir=str(exp_dir),
         log_every_n_steps=10, enable_model_summary=True, val_check_interval=tcfg["val_check_interval"],
     )
-    last = exp_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         print(f"stage 2: resuming from {last}", flush=True)
     n_params = count_parameters(model)

@@ -91,7 +91,43 @@ def test_changed_config_is_refused_with_a_diff(recipe):
     work, _ = recipe
     result = run(work, "--stage", "2", "--stop_stage", "2", "--tag", "tiny", "--optim.lr", "0.01")
     assert result.returncode == 1
-    assert "optim.lr: 0.001 -> 0.01" in result.stderr
+    assert "optim.lr: 0.001 -> 0.01" in result.stderr and "--allow_change 'optim.lr'" in result.stderr
+
+
+def test_allowed_change_continues_training_and_is_recorded(recipe):
+    work, _ = recipe
+    exp = work / "exp" / "tiny"
+    result = run(work, "--stage", "2", "--stop_stage", "2", "--tag", "tiny", "--optim.lr", "0.0003",
+                 "--training.epochs", "3", "--allow_change", "optim.lr training.epochs")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = (exp / "history.txt").read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in history] == ["optim.lr: 0.001 -> 0.0003 at epoch 2",
+                                                           "training.epochs: 2 -> 3 at epoch 2"]
+    frozen = yaml.safe_load((exp / "conf.yml").read_text())
+    assert frozen["optim"]["lr"] == 0.0003 and frozen["training"]["epochs"] == 3
+    assert json.loads((exp / "training.json").read_text())["epochs_trained"] == 3
+    logged = pd.read_csv(exp / "logs" / "metrics.csv")
+    assert logged["epoch"].max() == 2  # the third epoch (index 2) was trained after the change
+    lr = logged.dropna(subset=["lr-Adam"]).groupby("epoch")["lr-Adam"].last()
+    assert lr[0] == pytest.approx(0.001) and lr[2] == pytest.approx(0.0003)
+    # a key that may not change is still refused, even when named
+    refused = run(work, "--stage", "2", "--stop_stage", "2", "--tag", "tiny", "--model.hidden_size", "8",
+                  "--allow_change", "model.hidden_size")
+    assert refused.returncode == 1 and "model.hidden_size: 16 -> 8" in refused.stderr
+
+
+def test_provenance_and_grid_report(recipe):
+    work, _ = recipe
+    runs = json.loads((work / "exp" / "tiny" / "provenance.json").read_text())
+    assert len(runs[0]["git_commit"]) == 40 and isinstance(runs[0]["git_dirty"], bool)
+    assert "run.sh --tag tiny" in runs[0]["command"] and runs[0]["seed"] == 0
+    assert runs[0]["packages"]["asteroid"] == "0.7.0"
+    (work / "grid.yml").write_text("cells:\n  - tiny\n  - nosuch_cell\n")
+    result = run(work, "--stage", "4", "--grid", str(work / "grid.yml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (work / "exp" / "RESULTS.md").read_text()
+    assert "| tiny | done |" in text and "| nosuch_cell | not started |" in text and "1/2 done" in text
+    assert (work / "exp" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_help_and_bad_options(tmp_path):
