@@ -46,7 +46,7 @@ def record_run(exp_dir, cfg, stage="train"):
     runs = json.loads(path.read_text()) if path.is_file() else []
     commit, dirty = git_state()
     runs.append({
-        "stage": stage, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": commit, "git_dirty": dirty,
+        "run": len(runs) + 1, "stage": stage, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": commit, "git_dirty": dirty,
         "command": os.environ.get("LISTENER_COMMAND") or " ".join(sys.argv), "seed": cfg["training"]["seed"],
         "host": platform.node(), "python": platform.python_version(), "packages": package_versions(),
     })

@@ -22,12 +22,10 @@ COLUMNS = ["tag", "state", "model", "n_src", "loss", "pit", "n_parameters", "epo
 
 
 def training_epoch(exp):
-    """Last epoch logged by the CSV logger (training in progress), or None."""
-    log = exp / "logs" / "metrics.csv"
-    if not log.is_file():
-        return None
-    epochs = pd.read_csv(log).get("epoch")
-    return None if epochs is None or epochs.dropna().empty else int(epochs.dropna().max())
+    """Last epoch logged by the CSV logger in any run (training in progress), or None."""
+    epochs = [pd.read_csv(log).get("epoch") for log in (exp / "logs").glob("run*/metrics.csv")]
+    epochs = [e.dropna() for e in epochs if e is not None and not e.dropna().empty]
+    return max(int(e.max()) for e in epochs) if epochs else None
 
 
 def experiment_row(exp):

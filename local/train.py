@@ -1,7 +1,8 @@
 """Stage 2: train an experiment with pytorch-lightning on Asteroid's `System`.
 
 Writes into exp/<tag>/: `conf.yml` (the merged config, frozen), `checkpoints/` (last.ckpt and the best
-k by validation loss), `logs/metrics.csv` (CSV logger), `best_model.pth` (Asteroid `serialize()`
+k by validation loss), `logs/run<N>/metrics.csv` (CSV logger, one folder per run, so a resumed run
+keeps the earlier logs), `best_model.pth` (Asteroid `serialize()`
 package of the best checkpoint) and `training.json` (epochs, best validation loss, wall time,
 parameter count). An interrupted run resumes from `checkpoints/last.ckpt`; a finished one is skipped.
 """
@@ -180,7 +181,7 @@ def train(cfg, exp_dir, views, root, allow_change=()):
         record_changes(exp_dir, changes, torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1)
     if changes or not (exp_dir / "conf.yml").is_file():
         io_utils.write_yaml(cfg, exp_dir / "conf.yml")
-    record_run(exp_dir, cfg)
+    run_number = record_run(exp_dir, cfg)["run"]
 
     tcfg = cfg["training"]
     pl.seed_everything(int(tcfg["seed"]), workers=True)
@@ -201,7 +202,7 @@ def train(cfg, exp_dir, views, root, allow_change=()):
     max_time = {"minutes": float(tcfg["max_minutes"])} if tcfg["max_minutes"] else None
     trainer = pl.Trainer(
         max_epochs=int(tcfg["epochs"]), max_time=max_time, callbacks=callbacks,
-        logger=CSVLogger(save_dir=str(exp_dir), name="", version="logs"),
+        logger=CSVLogger(save_dir=str(exp_dir), name="logs", version=f"run{run_number}"),
         accelerator=tcfg["accelerator"], devices=tcfg["devices"],
         gradient_clip_val=tcfg["gradient_clip_val"], default_root_dir=str(exp_dir),
         log_every_n_steps=10, enable_model_summary=True, val_check_interval=tcfg["val_check_interval"],
