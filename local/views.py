@@ -61,7 +61,7 @@ def view_settings(data_cfg, sources_csv):
     }
 
 
-def _select_range(n_files, bounds, split, label):
+def _select_range(n_files, bounds, split):
     """Indices [start, end) of one category's sorted files for a split: integers, or fractions of n_files."""
     if bounds is None or len(bounds) != 2:
         raise RecipeError(f"data.file_selection_range.{split} must be [start, end), got {bounds!r}")
@@ -87,15 +87,21 @@ def split_candidates(sources, data_cfg):
             if has_split.all():
                 group = group[group["split"] == split]
                 if split in ranges and ranges[split] is not None and len(group):
-                    start, end = _select_range(len(group), ranges[split], split, label)
+                    start, end = _select_range(len(group), ranges[split], split)
                     group = group.iloc[start:end]
             else:
                 if split not in ranges:
                     raise RecipeError(f"the dataset fixes no splits: data.file_selection_range.{split} is required")
-                start, end = _select_range(len(group), ranges[split], split, label)
+                start, end = _select_range(len(group), ranges[split], split)
                 group = group.iloc[start:end]
             per_label[label] = group.to_dict("records")
         out[split] = per_label
+    paths = {s: {r["path"] for rows in out[s].values() for r in rows} for s in SPLITS}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            if paths[a] & paths[b]:
+                raise RecipeError(f"splits {a} and {b} share {len(paths[a] & paths[b])} files (e.g. "
+                                  f"{sorted(paths[a] & paths[b])[0]}): make data.file_selection_range.{a} and .{b} disjoint")
     labels = {s: {l for l, rows in out[s].items() if rows} for s in SPLITS}
     if data_cfg.get("disjoint_labels"):  # speakers: every split has its own
         return {s: {l: out[s][l] for l in sorted(labels[s])} for s in SPLITS}

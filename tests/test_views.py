@@ -47,6 +47,14 @@ def test_candidates_follow_file_selection_range(tiny_data):
         assert names["train"] == all_files[0:4] and names["val"] == all_files[4:5] and names["test"] == all_files[5:6]
 
 
+def test_overlapping_selection_ranges_are_refused(tiny_data):
+    data_dir, cfg = tiny_data
+    sources, _ = load_sources(data_dir)
+    overlapping = dict(cfg["data"], file_selection_range={"train": [0, 5], "val": [4, 5], "test": [5, 6]})
+    with pytest.raises(RecipeError, match="splits train and val share 8 files"):
+        split_candidates(sources, overlapping)
+
+
 def test_segments_lie_inside_their_files_and_mixture(tiny_data):
     data_dir, _ = tiny_data
     _, root = load_sources(data_dir)
