@@ -64,11 +64,31 @@ def frozen_part(cfg):
     return {k: v for k, v in cfg.items() if k not in NOT_FROZEN}
 
 
+def recorded_changes(exp_dir):
+    """{key: the value it had before its first recorded change} from exp_dir/history.txt."""
+    path = Path(exp_dir) / "history.txt"
+    first = {}
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        key, rest = line.split(" ", 2)[2].split(": ", 1)
+        first.setdefault(key, rest.split(" -> ", 1)[0])
+    return first
+
+
+def _set_flat(cfg, key, value):
+    node = cfg
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
 def check_frozen_config(cfg, exp_dir, allow_change=()):
     """Compare the requested config with the experiment's frozen conf.yml.
 
     Returns the list of (key, old, new) changes to apply; refuses, with a readable diff, any change not
-    named in `allow_change` or not in CHANGEABLE.
+    named in `allow_change` or not in CHANGEABLE. A key that history.txt shows was changed on purpose,
+    requested again at its value from before that change (conf/<tag>.yml was not edited), keeps the
+    experiment's recorded value: re-running the plain tag continues the experiment as it stands.
     """
     frozen_path = Path(exp_dir) / "conf.yml"
     if not frozen_path.is_file():
@@ -76,6 +96,12 @@ def check_frozen_config(cfg, exp_dir, allow_change=()):
     frozen = frozen_part(yaml.safe_load(frozen_path.read_text()))
     old, new = flatten(frozen), flatten(frozen_part(cfg))
     changed = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    history = recorded_changes(exp_dir)
+    kept = [k for k in changed if k not in allow_change and k in history and str(new.get(k)) == history[k]]
+    for key in kept:
+        _set_flat(cfg, key, old[key])
+        print(f"stage 2: keeping {key} = {old[key]} of {frozen_path} (changed on purpose, see history.txt)", flush=True)
+    changed = [k for k in changed if k not in kept]
     refused = [k for k in changed if k not in allow_change or k not in CHANGEABLE]
     if refused:
         lines = "\n".join(diff_configs(frozen, frozen_part(cfg)))

@@ -128,6 +128,16 @@ def test_provenance_and_grid_report(recipe):
     text = (work / "exp" / "RESULTS.md").read_text()
     assert "| tiny | done |" in text and "| nosuch_cell | not started |" in text and "1/2 done" in text
     assert (work / "exp" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the grid runner goes through every cell (here finished: every stage skips) and reports the grid
+    (work / "grid_done.yml").write_text("cells:\n  - tiny\n")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    grid = subprocess.run([str(ROOT / "utils" / "run_grid.sh"), str(work / "grid_done.yml")], cwd=work,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert grid.returncode == 0, grid.stderr[-2000:]
+    assert "cell 1/1: tiny" in grid.stdout and "training is finished; skipped" in grid.stdout
+    # conf/tiny.yml still says lr 0.001: the experiment keeps the value changed on purpose earlier
+    assert "keeping optim.lr = 0.0003" in grid.stdout and "keeping training.epochs = 3" in grid.stdout
+    assert "grid_done.yml: 1/1 done" in (work / "exp" / "RESULTS.md").read_text()
 
 
 def test_help_and_bad_options(tmp_path):
