@@ -197,11 +197,15 @@ def flatten(cfg, prefix=""):
     return out
 
 
+ABSENT = "<absent>"
+
+
+def changed_keys(old, new):
+    """[(dotted key, old value, new value)] for every key that differs between two configs, sorted."""
+    a, b = flatten(old), flatten(new)
+    return [(k, a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(set(a) | set(b)) if a.get(k, ABSENT) != b.get(k, ABSENT)]
+
+
 def diff_configs(old, new):
     """Readable lines 'key: old -> new' for every key that differs between two configs."""
-    a, b = flatten(old), flatten(new)
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            lines.append(f"  {key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
-    return lines
+    return [f"  {key}: {a!r} -> {b!r}" for key, a, b in changed_keys(old, new)]

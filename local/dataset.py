@@ -88,7 +88,3 @@ class ViewDataset(Dataset):
         if self.return_meta:
             return mixture, sources, row.to_dict()
         return mixture, sources
-
-    def labels(self, index):
-        row = self.df.iloc[index]
-        return [row[f"label_{i}"] for i in range(self.n_src)]

@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from local import io_utils
-from local.config import diff_configs, flatten
+from local.config import changed_keys, diff_configs
 from local.provenance import record_run
 from local.dataset import ViewDataset
 from local.errors import RecipeError
@@ -94,14 +94,15 @@ def check_frozen_config(cfg, exp_dir, allow_change=()):
     if not frozen_path.is_file():
         return []
     frozen = frozen_part(yaml.safe_load(frozen_path.read_text()))
-    old, new = flatten(frozen), flatten(frozen_part(cfg))
-    changed = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
     history = recorded_changes(exp_dir)
-    kept = [k for k in changed if k not in allow_change and k in history and str(new.get(k)) == history[k]]
-    for key in kept:
-        _set_flat(cfg, key, old[key])
-        print(f"stage 2: keeping {key} = {old[key]} of {frozen_path} (changed on purpose, see history.txt)", flush=True)
-    changed = [k for k in changed if k not in kept]
+    changes = []
+    for key, old, new in changed_keys(frozen, frozen_part(cfg)):
+        if key not in allow_change and key in history and str(new) == history[key]:
+            _set_flat(cfg, key, old)
+            print(f"stage 2: keeping {key} = {old} of {frozen_path} (changed on purpose, see history.txt)", flush=True)
+        else:
+            changes.append((key, old, new))
+    changed = [key for key, _, _ in changes]
     refused = [k for k in changed if k not in allow_change or k not in CHANGEABLE]
     if refused:
         lines = "\n".join(diff_configs(frozen, frozen_part(cfg)))
@@ -111,7 +112,7 @@ def check_frozen_config(cfg, exp_dir, allow_change=()):
             f"new training settings on purpose, name them: --allow_change '{' '.join(changed)}' "
             f"(changeable: {', '.join(CHANGEABLE)})."
         )
-    return [(k, old.get(k), new.get(k)) for k in changed]
+    return changes
 
 
 def record_changes(exp_dir, changes, epoch):
