@@ -50,6 +50,11 @@ def _read_yaml(path):
     return data
 
 
+def default_config():
+    """conf/base/common.yml: every key with its default."""
+    return _read_yaml(COMMON)
+
+
 def deep_merge(base, update):
     """Return `base` updated recursively by `update` (dicts merge, everything else replaces)."""
     out = copy.deepcopy(base)

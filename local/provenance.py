@@ -40,6 +40,12 @@ def package_versions():
     return versions
 
 
+def next_run_number(exp_dir):
+    """The number the next record_run will get (1 for a new experiment)."""
+    path = Path(exp_dir) / "provenance.json"
+    return len(json.loads(path.read_text())) + 1 if path.is_file() else 1
+
+
 def record_run(exp_dir, cfg, stage="train"):
     """Append this run's provenance to exp_dir/provenance.json (atomically)."""
     path = Path(exp_dir) / "provenance.json"

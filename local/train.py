@@ -1,13 +1,19 @@
 """Stage 2: train an experiment with pytorch-lightning on Asteroid's `System`.
 
-Writes into exp/<tag>/: `conf.yml` (the merged config, frozen), `checkpoints/` (last.ckpt and the best
-k by validation loss), `logs/run<N>/metrics.csv` (CSV logger, one folder per run, so a resumed run
-keeps the earlier logs), `best_model.pth` (Asteroid `serialize()`
-package of the best checkpoint) and `training.json` (epochs, best validation loss, wall time,
-parameter count). An interrupted run resumes from `checkpoints/last.ckpt`; a finished one is skipped.
+Writes into exp/<tag>/: `conf.yml` (the merged config, frozen), `checkpoints/` (last.ckpt, refreshed
+every `training.checkpoint_every_n_steps` steps and at every validation, and the best k by validation
+loss; all written atomically), `logs/run<N>/metrics.csv` (CSV logger, one folder per run, so a resumed
+run keeps the earlier logs), `best_model.pth` (Asteroid `serialize()` package of the best checkpoint)
+and `training.json` (epochs, best validation loss, wall time, parameter count).
+
+An interrupted run (even by kill -9) resumes exactly from `checkpoints/last.ckpt` (local/resumable.py);
+a finished one is skipped. With `training.devices`/`num_nodes` > 1, Lightning runs distributed data
+parallel: every rank runs this same function, the views are sharded per rank, and only global rank 0
+writes the experiment's files.
 """
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -19,12 +25,16 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from local import io_utils
-from local.config import changed_keys, diff_configs
-from local.provenance import record_run
+from local.config import ABSENT, changed_keys, default_config, diff_configs, flatten
+from local.provenance import next_run_number, record_run
 from local.dataset import ViewDataset
 from local.errors import RecipeError
 from local.losses import make_loss
 from local.models import build_model, count_parameters, model_package
+from local.resumable import AtomicCheckpointIO, EpochBatchSampler, ResumeState
+
+# Lightning warns that a plain DataLoader cannot resume mid-epoch; ours does (local/resumable.py).
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 # Groups that may change after training without making the experiment a different one.
 NOT_FROZEN = ("eval",)
@@ -47,17 +57,25 @@ class SeparationSystem(System):
             return self.loss_func(self.model, inputs, targets)
         return self.loss_func(self(inputs), targets)
 
+    # sync_dist: with several ranks, the logged losses are means over all of them, so that every rank
+    # takes the same checkpoint, scheduler and early-stopping decisions.
     def training_step(self, batch, batch_nb):
         loss = self.common_step(batch, batch_nb, train=True)
-        self.log("loss", loss, on_step=True, on_epoch=True, prog_bar=True, logger=True)
+        self.log("loss", loss, on_step=True, on_epoch=True, prog_bar=True, logger=True, sync_dist=True)
         return loss
+
+    def validation_step(self, batch, batch_nb):
+        loss = self.common_step(batch, batch_nb, train=False)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
 
 
 # Keys that may change when an experiment continues, on purpose (--allow_change): they steer the rest
 # of the training without making it a different experiment. Each change is recorded in history.txt.
 CHANGEABLE = ("optim.lr", "optim.weight_decay", "optim.lr_patience", "optim.lr_factor", "training.epochs",
               "training.early_stop_patience", "training.batch_size", "training.num_workers", "training.max_minutes",
-              "training.val_check_interval", "training.gradient_clip_val", "training.save_top_k")
+              "training.val_check_interval", "training.gradient_clip_val", "training.save_top_k",
+              "training.checkpoint_every_n_steps", "training.progress_every_n_steps", "training.accelerator",
+              "training.devices", "training.num_nodes", "training.strategy")
 
 
 def frozen_part(cfg):
@@ -95,8 +113,11 @@ def check_frozen_config(cfg, exp_dir, allow_change=()):
         return []
     frozen = frozen_part(yaml.safe_load(frozen_path.read_text()))
     history = recorded_changes(exp_dir)
+    defaults = flatten(default_config())
     changes = []
     for key, old, new in changed_keys(frozen, frozen_part(cfg)):
+        if old == ABSENT and key in defaults and new == defaults[key]:
+            continue  # a setting added to the code after this experiment started, at its default
         if key not in allow_change and key in history and str(new) == history[key]:
             _set_flat(cfg, key, old)
             print(f"stage 2: keeping {key} = {old} of {frozen_path} (changed on purpose, see history.txt)", flush=True)
@@ -173,11 +194,14 @@ def make_loaders(cfg, views, root):
         if ds.sample_rate != int(cfg["data"]["sample_rate"]) or ds.n_src != int(cfg["data"]["n_src"]):
             raise RecipeError(f"{ds.csv_path} holds {ds.n_src}-source views at {ds.sample_rate} Hz, the config asks for "
                               f"{cfg['data']['n_src']} at {cfg['data']['sample_rate']} Hz; re-run stage 1")
-    workers = int(tcfg["num_workers"])
-    common = dict(batch_size=int(tcfg["batch_size"]), num_workers=workers, persistent_workers=workers > 0)
-    generator = torch.Generator().manual_seed(int(tcfg["seed"]))
-    train_loader = DataLoader(train_set, shuffle=True, drop_last=True, generator=generator, **common)
-    val_loader = DataLoader(val_set, shuffle=False, **common)
+    workers, batch_size, seed = int(tcfg["num_workers"]), int(tcfg["batch_size"]), int(tcfg["seed"])
+    # Each loader gets its own generator (it seeds the worker processes), so that creating a loader
+    # iterator does not draw from the global RNG that dropout uses: a resumed run draws the same masks.
+    common = dict(num_workers=workers, persistent_workers=workers > 0)
+    train_sampler = EpochBatchSampler(len(train_set), batch_size, seed=seed, shuffle=True, drop_last=True)
+    val_sampler = EpochBatchSampler(len(val_set), batch_size, shuffle=False, drop_last=False)
+    train_loader = DataLoader(train_set, batch_sampler=train_sampler, generator=torch.Generator().manual_seed(seed), **common)
+    val_loader = DataLoader(val_set, batch_sampler=val_sampler, generator=torch.Generator().manual_seed(seed), **common)
     return train_loader, val_loader
 
 
@@ -189,7 +213,47 @@ def write_best_model(model, best_ckpt, exp_dir):
         torch.save(model_package(model), tmp)
 
 
+class RecordExperiment(pl.Callback):
+    """Writes conf.yml, the history of changed settings and the provenance record, on global rank 0
+    only, once the ranks have started (each rank took its decisions from the same files before)."""
+
+    def __init__(self, cfg, exp_dir, changes, change_epoch):
+        self.cfg, self.exp_dir, self.changes, self.change_epoch = cfg, Path(exp_dir), changes, change_epoch
+
+    def setup(self, trainer, pl_module, stage):
+        if trainer.is_global_zero:
+            if self.changes:
+                record_changes(self.exp_dir, self.changes, self.change_epoch)
+            if self.changes or not (self.exp_dir / "conf.yml").is_file():
+                io_utils.write_yaml(self.cfg, self.exp_dir / "conf.yml")
+            record_run(self.exp_dir, self.cfg)
+        trainer.strategy.barrier("record_experiment")
+
+
+def epochs_trained(checkpoint):
+    """Epochs whose training part was finished when `checkpoint` was taken: the index (as in
+    logs/metrics.csv) of the epoch a resumed run continues in, where changed settings apply from.
+    ("epoch" alone is ambiguous: a checkpoint taken when training ends already holds the next index.)"""
+    return checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+
+
+def make_trainer(cfg, exp_dir, callbacks, run_number):
+    tcfg = cfg["training"]
+    max_time = {"minutes": float(tcfg["max_minutes"])} if tcfg["max_minutes"] else None
+    return pl.Trainer(
+        max_epochs=int(tcfg["epochs"]), max_time=max_time, callbacks=callbacks,
+        logger=CSVLogger(save_dir=str(exp_dir), name="logs", version=f"run{run_number}"),
+        accelerator=tcfg["accelerator"], devices=tcfg["devices"], num_nodes=int(tcfg["num_nodes"]),
+        strategy=tcfg["strategy"], use_distributed_sampler=False,  # EpochBatchSampler shards, resumably
+        plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=tcfg["gradient_clip_val"], default_root_dir=str(exp_dir),
+        log_every_n_steps=10, enable_model_summary=True, val_check_interval=tcfg["val_check_interval"],
+    )
+
+
 def train(cfg, exp_dir, views, root, allow_change=()):
+    """Train (or resume, or skip) one experiment. Every rank of a distributed run calls this; the
+    decisions below only read files, so all ranks take the same ones."""
     exp_dir = Path(exp_dir)
     changes = check_frozen_config(cfg, exp_dir, allow_change)
     last = exp_dir / "checkpoints" / "last.ckpt"
@@ -199,49 +263,49 @@ def train(cfg, exp_dir, views, root, allow_change=()):
         return
     if changes and not last.is_file():
         raise RecipeError(f"{last} not found: there is no training to continue with the changed settings")
+    tcfg = cfg["training"]
+    pl.seed_everything(int(tcfg["seed"]), workers=True)  # before the model: its initial weights are seeded too
     model = build_model(cfg)
     loss = make_loss(cfg)
     train_loader, val_loader = make_loaders(cfg, Path(views), root)
-    if changes:
-        # last.ckpt holds the index of the epoch it ended; training goes on with the next one, and the
-        # changes apply from there (the epoch index of logs/metrics.csv, = epochs completed).
-        record_changes(exp_dir, changes, torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1)
-    if changes or not (exp_dir / "conf.yml").is_file():
-        io_utils.write_yaml(cfg, exp_dir / "conf.yml")
-    run_number = record_run(exp_dir, cfg)["run"]
+    resume_from = None
+    if last.is_file():
+        resume_from = torch.load(last, map_location="cpu", weights_only=True)
+    change_epoch = epochs_trained(resume_from) if resume_from else 0
 
-    tcfg = cfg["training"]
-    pl.seed_everything(int(tcfg["seed"]), workers=True)
     optimizer = make_optimizer(model.parameters(), cfg["optim"])
     scheduler = make_scheduler(optimizer, cfg["optim"])
     system = SeparationSystem(model=model, loss_func=loss, optimizer=optimizer, train_loader=train_loader,
                               val_loader=val_loader, scheduler=scheduler, config=cfg)
     checkpoint = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="epoch{epoch:03d}-val_loss{val_loss:.4f}",
                                  auto_insert_metric_name=False, monitor="val_loss", mode="min",
-                                 save_top_k=int(tcfg["save_top_k"]), save_last=True)
-    # A log file gets a progress line every 50 steps instead of a carriage-return stream per step.
-    callbacks = [checkpoint, TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else 50),
+                                 save_top_k=int(tcfg["save_top_k"]), save_last=True, enable_version_counter=False)
+    progress_every = int(tcfg["progress_every_n_steps"])
+    # A log file gets a progress line every `progress_every` steps instead of a carriage-return stream.
+    callbacks = [RecordExperiment(cfg, exp_dir, changes, change_epoch), ResumeState(train_loader.batch_sampler),
+                 checkpoint, TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else progress_every),
                  LearningRateMonitor(logging_interval="epoch")]
+    if tcfg["checkpoint_every_n_steps"]:
+        # last.ckpt between validations too, so that a killed run loses at most this many steps.
+        callbacks.append(ModelCheckpoint(dirpath=exp_dir / "checkpoints", every_n_train_steps=int(tcfg["checkpoint_every_n_steps"]),
+                                         save_top_k=0, save_last=True, enable_version_counter=False))
     if tcfg["early_stop_patience"]:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(tcfg["early_stop_patience"])))
     if changes:
         callbacks.append(ApplyChangedSettings(float(cfg["optim"]["lr"]), tcfg["early_stop_patience"]))
-    max_time = {"minutes": float(tcfg["max_minutes"])} if tcfg["max_minutes"] else None
-    trainer = pl.Trainer(
-        max_epochs=int(tcfg["epochs"]), max_time=max_time, callbacks=callbacks,
-        logger=CSVLogger(save_dir=str(exp_dir), name="logs", version=f"run{run_number}"),
-        accelerator=tcfg["accelerator"], devices=tcfg["devices"],
-        gradient_clip_val=tcfg["gradient_clip_val"], default_root_dir=str(exp_dir),
-        log_every_n_steps=10, enable_model_summary=True, val_check_interval=tcfg["val_check_interval"],
-    )
-    if last.is_file():
-        print(f"stage 2: resuming from {last}", flush=True)
+    trainer = make_trainer(cfg, exp_dir, callbacks, next_run_number(exp_dir))
     n_params = count_parameters(model)
-    print(f"stage 2: training {cfg['model']['name']} ({n_params:,} parameters) on {len(train_loader.dataset)} "
-          f"mixtures, {cfg['training']['epochs']} epochs max", flush=True)
+    if trainer.is_global_zero:
+        if resume_from:
+            print(f"stage 2: resuming from {last} (epoch {resume_from['epoch']}, step {resume_from['global_step']})",
+                  flush=True)
+        print(f"stage 2: training {cfg['model']['name']} ({n_params:,} parameters) on {len(train_loader.dataset)} "
+              f"mixtures, {cfg['training']['epochs']} epochs max", flush=True)
     start = time.time()
-    trainer.fit(system, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(system, ckpt_path=str(last) if resume_from else None)
     wall = time.time() - start
+    if not trainer.is_global_zero:
+        return None
     if not checkpoint.best_model_path:
         raise RecipeError(f"training in {exp_dir} ended before any validation; nothing to save")
 
@@ -250,6 +314,7 @@ def train(cfg, exp_dir, views, root, allow_change=()):
         "model": cfg["model"]["name"], "n_parameters": n_params, "epochs_trained": trainer.current_epoch,
         "global_step": trainer.global_step, "best_val_loss": float(checkpoint.best_model_score),
         "best_checkpoint": Path(checkpoint.best_model_path).name, "train_seconds_this_run": round(wall, 1),
+        "world_size": trainer.world_size,
     }
     io_utils.write_json(summary, exp_dir / "training.json")
     print(f"stage 2: done in {wall:.0f} s; best val_loss {summary['best_val_loss']:.4f}; wrote {exp_dir}/best_model.pth",

@@ -1,0 +1,159 @@
+"""Exact resumption of training, also across distributed ranks.
+
+Lightning's `fit(ckpt_path=...)` restores the model, optimizer, scheduler, epoch and step, but a
+plain DataLoader restarts its epoch from the first batch and the global RNG is not saved, so a run
+resumed mid-epoch would see other batches and other dropout masks than an uninterrupted one. Three
+pieces close that gap:
+
+- `EpochBatchSampler`: the order of an epoch is a function of (seed, epoch) only; it is sharded over
+  the distributed ranks (rank r takes every W-th item of the permutation), and it can start after the
+  first `items_done` items of the permutation, which is exactly what the ranks consumed together.
+- `ResumeState`: a callback whose state (epoch, items done, RNG states) is saved in every checkpoint;
+  on resume it points the sampler at the right place and restores the RNG before the next batch.
+- `AtomicCheckpointIO`: checkpoints are written next to their final name and renamed into place.
+  (Lightning's own transaction writes to the system temp directory, and moving from there to exp/ on
+  another file system is a copy: a kill -9 during it leaves a truncated last.ckpt.)
+"""
+import math
+import os
+import random
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch.utils.data import Sampler
+
+from local import io_utils
+
+
+def rank_and_world_size():
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialised."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class EpochBatchSampler(Sampler):
+    """Batches of item indices for one rank: seeded per epoch, sharded over ranks, resumable.
+
+    Training (`shuffle=True, drop_last=True`): a permutation drawn from (seed, epoch); each rank
+    takes every W-th index of it, truncated so that every rank gets the same number of full batches
+    (DDP needs equal step counts). Evaluation order (`shuffle=False, drop_last=False`): the items in
+    order, the last shard padded by wrapping around, like torch's DistributedSampler.
+
+    After k steps, the W ranks have together consumed exactly the first k*batch_size*W items of the
+    permutation, so resuming is "skip that prefix, then shard the rest", with any world size.
+    """
+
+    def __init__(self, n_items, batch_size, seed=0, shuffle=True, drop_last=True):
+        self.n_items, self.batch_size, self.seed = int(n_items), int(batch_size), int(seed)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.epoch = 0
+        self._resume_at = None  # (epoch, items_done) for the next iteration only
+
+    def set_epoch(self, epoch):
+        """Called by `ResumeState` at the start of every epoch (Lightning itself only calls the
+        `set_epoch` of a DataLoader's sampler, not of its batch sampler)."""
+        self.epoch = int(epoch)
+
+    def resume(self, epoch, items_done):
+        """The next iteration continues `epoch` after the first `items_done` items of its permutation."""
+        self._resume_at = (int(epoch), int(items_done))
+
+    def order(self, epoch):
+        if not self.shuffle:
+            return torch.arange(self.n_items)
+        return torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def _batches(self, epoch, items_done):
+        rank, world = rank_and_world_size()
+        rest = self.order(epoch)[items_done:]
+        if self.drop_last:
+            shard = rest[: len(rest) // world * world][rank::world]
+            n_batches = len(shard) // self.batch_size
+        else:
+            per_rank = math.ceil(len(rest) / world)
+            padded = torch.cat([rest, rest[: per_rank * world - len(rest)]]) if len(rest) else rest
+            shard = padded[rank::world]
+            n_batches = math.ceil(len(shard) / self.batch_size)
+        return [shard[i * self.batch_size:(i + 1) * self.batch_size].tolist() for i in range(n_batches)]
+
+    def __iter__(self):
+        epoch, items_done = self._resume_at or (self.epoch, 0)
+        self._resume_at = None
+        batches = self._batches(epoch, items_done)
+        if not batches and items_done:  # the checkpoint was taken at the end of that epoch
+            epoch, batches = epoch + 1, self._batches(epoch + 1, 0)
+        self.epoch = epoch
+        yield from batches
+
+    def __len__(self):
+        """Batches per rank in a whole epoch (Lightning sizes its progress and validation checks on it)."""
+        _, world = rank_and_world_size()
+        if self.drop_last:
+            return self.n_items // world // self.batch_size
+        return math.ceil(math.ceil(self.n_items / world) / self.batch_size)
+
+
+def _rng_states():
+    """The global RNG states as tensors and plain numbers, so that checkpoints load with weights_only=True."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}}
+
+
+def _set_rng_states(states):
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
+
+
+class ResumeState(pl.Callback):
+    """Saves where the training sampler stands and the RNG states in every checkpoint, and puts both
+    back on resume, so that a resumed run trains on the same batches with the same random draws."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.epoch, self.items_done = 0, 0
+        self._restored_rng = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # Not called for an epoch resumed in its middle. The epoch's loader iterator is created after
+        # this hook (except the first epoch of a run, whose iterator starts at epoch 0 or the resume point).
+        self.epoch, self.items_done = trainer.current_epoch, 0
+        self.sampler.set_epoch(trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # Runs before the checkpoint callbacks (Lightning orders those last), so a step checkpoint
+        # taken after this batch counts it.
+        self.items_done += len(batch[0]) * trainer.world_size
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._restored_rng is not None:
+            _set_rng_states(self._restored_rng)
+            self._restored_rng = None
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "items_done": self.items_done, "rng": _rng_states()}
+
+    def load_state_dict(self, state_dict):
+        # Called before the training loader is iterated (Lightning restores callbacks first).
+        self.epoch, self.items_done = state_dict["epoch"], state_dict["items_done"]
+        self.sampler.resume(self.epoch, self.items_done)
+        self._restored_rng = state_dict["rng"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temporary file in the checkpoint's directory, then os.replace into place."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        with io_utils.atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())

@@ -1,0 +1,118 @@
+"""Exact resume after kill -9, atomic checkpoints, resumable sharded sampling, and 2-process CPU DDP."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from local import resumable
+from local.benchmark_resume import kill_and_resume, run_stage2
+from local.models import load_model
+from local.resumable import AtomicCheckpointIO, EpochBatchSampler
+
+# 64 training mixtures in batches of 4: 16 steps per epoch; dropout so that the RNG state matters.
+TINY = {
+    "base": ["base/lstm.yml"],
+    "data": {"n_src": 2, "mixture_seconds": 0.5, "n_mixtures": {"train": 64, "val": 8, "test": 6},
+             "file_selection_range": {"train": [0, 4], "val": [4, 5], "test": [5, 6]},
+             "synth": {"clips_per_category": 6, "min_seconds": 1.0, "max_seconds": 1.5}},
+    "model": {"hidden_size": 16, "n_layers": 2, "dropout": 0.2},
+    "training": {"epochs": 2, "batch_size": 4, "num_workers": 0, "checkpoint_every_n_steps": 3,
+                 "progress_every_n_steps": 1, "val_check_interval": 0.5},
+}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    work = tmp_path_factory.mktemp("resume")
+    (work / "conf").mkdir()
+    (work / "conf" / "tiny.yml").write_text(yaml.safe_dump(TINY))
+    run_stage2(work, "tiny", work / "exp", stage=0, stop_stage=1, log=work / "prepare.log")
+    return work
+
+
+def batches_of_all_ranks(monkeypatch, sampler, world, resume=None):
+    out = []
+    for rank in range(world):
+        monkeypatch.setattr(resumable, "rank_and_world_size", lambda rank=rank: (rank, world))
+        if resume:
+            sampler.resume(*resume)
+        out.append(list(sampler))
+    return out
+
+
+def test_sampler_shards_resume_at_the_consumed_prefix_with_any_world_size(monkeypatch):
+    sampler = EpochBatchSampler(50, batch_size=4, seed=3)
+    sampler.set_epoch(2)
+    order = sampler.order(2).tolist()
+    assert sorted(order) == list(range(50)) and order != sampler.order(1).tolist()
+    ranks = batches_of_all_ranks(monkeypatch, sampler, world=2)
+    assert [len(b) for b in ranks] == [6, 6]  # 25 items per rank -> 6 full batches, the rest dropped
+    # After k steps the ranks consumed exactly the first k * batch * world items of the permutation.
+    k = 2
+    consumed = sorted(i for rank in ranks for batch in rank[:k] for i in batch)
+    assert consumed == sorted(order[: k * 4 * 2])
+    resumed = batches_of_all_ranks(monkeypatch, sampler, world=2, resume=(2, k * 4 * 2))
+    assert resumed == [rank[k:] for rank in ranks]
+    # Resuming on 1 process instead sees each remaining item of the epoch at most once, none consumed.
+    (single,) = batches_of_all_ranks(monkeypatch, sampler, world=1, resume=(2, k * 4 * 2))
+    rest = [i for batch in single for i in batch]
+    assert len(set(rest)) == len(rest) and not set(rest) & set(consumed) and len(rest) == (50 - 16) // 4 * 4
+    # A checkpoint at the end of an epoch resumes at the start of the next one.
+    (after_end,) = batches_of_all_ranks(monkeypatch, sampler, world=1, resume=(2, 48))
+    assert after_end[0] == sampler.order(3).tolist()[:4] and sampler.epoch == 3
+
+
+def test_evaluation_order_covers_every_item_on_every_rank_count(monkeypatch):
+    sampler = EpochBatchSampler(7, batch_size=2, shuffle=False, drop_last=False)
+    (one,) = batches_of_all_ranks(monkeypatch, sampler, world=1)
+    assert one == [[0, 1], [2, 3], [4, 5], [6]]
+    two = batches_of_all_ranks(monkeypatch, sampler, world=2)
+    assert [len(b) for b in two] == [2, 2] and {i for r in two for b in r for i in b} == set(range(7))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1}, path)
+
+    def dies_half_way(obj, f):
+        Path(f).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2}, path)
+    assert torch.load(path, weights_only=True) == {"global_step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_kill_9_mid_epoch_then_resume_reaches_the_uninterrupted_weights(work):
+    # Step 21 is batch 5 of epoch 1, between the step checkpoints at 18 and 21 and a validation at 24.
+    figures = kill_and_resume(work, "tiny", work / "exp_kill", kill_after_step=20)
+    print(json.dumps(figures))
+    assert figures["killed_returncode"] == -9, "the run finished before it was killed: nothing was tested"
+    assert figures["resumed"] and 16 < figures["resumed_from_step"] < 32
+    assert 0 <= figures["steps_lost"] <= TINY["training"]["checkpoint_every_n_steps"]
+    assert figures["final_steps"] == [32, 32]
+    assert figures["max_abs_weight_difference"] <= 1e-6
+
+
+def test_two_process_cpu_ddp_writes_one_consistent_experiment(work):
+    run_stage2(work, "tiny", work / "exp_ddp", ["training.accelerator=cpu", "training.devices=2",
+                                                "training.checkpoint_every_n_steps=null"], log=work / "ddp.log")
+    exp = work / "exp_ddp" / "tiny"
+    log = (work / "ddp.log").read_text()
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log and log.count("stage 2: training lstm") == 1
+    summary = json.loads((exp / "training.json").read_text())
+    # 64 mixtures over 2 ranks in batches of 4: 8 steps per epoch, each step seeing 8 mixtures.
+    assert summary["world_size"] == 2 and summary["global_step"] == 2 * 8 and summary["epochs_trained"] == 2
+    assert len(json.loads((exp / "provenance.json").read_text())) == 1
+    assert sorted(p.name for p in (exp / "logs").iterdir()) == ["run1"]
+    assert yaml.safe_load((exp / "conf.yml").read_text())["training"]["devices"] == 2
+    model = load_model(exp / "best_model.pth")
+    assert model(torch.zeros(1, 4000)).shape == (1, 2, 4000)
+    assert not [p for p in exp.rglob(".*") if p.is_file()], "temporary files left behind"
+    assert not os.path.exists(exp / "history.txt")
