@@ -1,10 +1,11 @@
 """Benchmark: parameter count and training throughput of every model family at its default config.
 
-    python -m local.benchmark_models [--n_src 2] [--steps 5] [--out exp/benchmarks/models.json]
+    python -m local.benchmark_models [--tags lstm_2src ...] [--steps 5] [--out exp/benchmarks/models.json]
 
-Throughput is mixtures per second for a forward and backward pass (loss: the config's, here the
-default euclidean) on batches of the config's size and mixture length, after one warm-up step,
-on whatever device torch uses by default (CPU here). It prints a table and writes JSON.
+Throughput is mixtures per second for a forward and backward pass and an optimizer step (the
+config's loss) on batches of the config's size and training mixture length, after one warm-up step,
+on whatever device torch uses by default (CPU here). Default tags: the five category maskers at 2
+sources and the three reduced-size speaker models. It prints a table and writes JSON.
 """
 import argparse
 import json
@@ -18,14 +19,16 @@ from local.config import load_config
 from local.losses import make_loss
 from local.models import build_model, count_parameters
 
-CATEGORY_MODELS = ("lstm", "vtf", "gab", "drnn", "srnn")
+DEFAULT_TAGS = ("lstm_2src", "vtf_2src", "gab_2src", "drnn_2src", "srnn_2src", "dpcl_dprnn_2spk_small",
+                "chimera_dprnn_2spk_small", "dprnn_tasnet_2spk_small")
 
 
 def measure(tag, steps):
     cfg = load_config(tag)
     model, loss = build_model(cfg), make_loss(cfg)
     batch, n_src = int(cfg["training"]["batch_size"]), int(cfg["data"]["n_src"])
-    length = int(cfg["data"]["mixture_seconds"] * cfg["data"]["sample_rate"])
+    seconds = cfg["data"]["segment_seconds"] or cfg["data"]["mixture_seconds"]
+    length = int(seconds * cfg["data"]["sample_rate"])
     generator = torch.Generator().manual_seed(0)
     sources = torch.randn(batch, n_src, length, generator=generator) * 0.05
     mixture = sources.sum(1)
@@ -33,7 +36,8 @@ def measure(tag, steps):
 
     def step():
         optimizer.zero_grad()
-        loss(model(mixture), sources).backward()
+        value = loss(model, mixture, sources) if getattr(loss, "uses_model", False) else loss(model(mixture), sources)
+        value.backward()
         optimizer.step()
 
     step()  # warm-up
@@ -42,20 +46,21 @@ def measure(tag, steps):
         step()
     seconds = time.perf_counter() - start
     return {"tag": tag, "model": cfg["model"]["name"], "n_parameters": count_parameters(model), "batch_size": batch,
-            "mixture_seconds": cfg["data"]["mixture_seconds"], "train_mixtures_per_second": round(batch * steps / seconds, 2)}
+            "mixture_seconds": seconds, "train_mixtures_per_second": round(batch * steps / seconds, 2)}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n_src", type=int, default=2)
+    parser.add_argument("--tags", nargs="+", default=list(DEFAULT_TAGS))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default="exp/benchmarks/models.json")
     args = parser.parse_args(argv)
-    rows = [measure(f"{name}_{args.n_src}src", args.steps) for name in CATEGORY_MODELS]
-    print(f"{'model':<6} {'parameters':>12} {'train mixtures/s':>17}   (batch, {rows[0]['mixture_seconds']} s mixtures, "
-          f"{torch.get_num_threads()} threads)")
+    rows = [measure(tag, args.steps) for tag in args.tags]
+    print(f"{'tag':<26} {'parameters':>10} {'batch':>5} {'seconds':>7} {'train mixtures/s':>17}   "
+          f"({torch.get_num_threads()} threads)")
     for r in rows:
-        print(f"{r['model']:<6} {r['n_parameters']:>12,} {r['train_mixtures_per_second']:>17.1f}")
+        print(f"{r['tag']:<26} {r['n_parameters']:>10,} {r['batch_size']:>5} {r['mixture_seconds']:>7} "
+              f"{r['train_mixtures_per_second']:>17.1f}")
     io_utils.write_json({"threads": torch.get_num_threads(), "results": rows}, Path(args.out))
     print(f"wrote {args.out}")
     return json.loads(json.dumps(rows))

@@ -17,7 +17,7 @@ from local import io_utils
 from local.errors import RecipeError
 
 COLUMNS = ["tag", "state", "model", "n_src", "loss", "pit", "n_parameters", "epochs_trained", "best_val_loss",
-           "si_sdri", "sdri", "si_sdr", "sdr", "sir", "sar", "stoi", "input_si_sdr", "oracle_irm_si_sdri",
+           "si_sdri", "sdri", "si_sdr", "sdr", "sir", "sar", "stoi", "pesq", "input_si_sdr", "oracle_irm_si_sdri", "oracle_ibm_si_sdri",
            "train_seconds", "n_test_mixtures", "changes", "git_commit"]
 
 
@@ -86,7 +86,7 @@ def grid_status(grid_path, rows):
 
 
 def plot(df, path):
-    """Bar chart of SI-SDRi per evaluated experiment, with the oracle IRM marked."""
+    """Bar chart of SI-SDRi per evaluated experiment, with the oracle masks marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,8 +95,9 @@ def plot(df, path):
     done = df.dropna(subset=["si_sdri"]) if "si_sdri" in df else df.iloc[:0]
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(done) + 2), 3.5))
     ax.bar(done["tag"], done["si_sdri"], color="tab:blue", label="model")
-    if "oracle_irm_si_sdri" in done:
-        ax.scatter(done["tag"], done["oracle_irm_si_sdri"], color="tab:red", marker="_", s=400, label="oracle IRM")
+    for column, color, name in (("oracle_irm_si_sdri", "tab:red", "oracle IRM"), ("oracle_ibm_si_sdri", "tab:green", "oracle IBM")):
+        if column in done:
+            ax.scatter(done["tag"], done[column], color=color, marker="_", s=400, label=name)
     ax.set_ylabel("SI-SDRi (dB)")
     ax.tick_params(axis="x", rotation=60)
     ax.legend(loc="best", fontsize="small")
@@ -115,7 +116,8 @@ def report(exp_root, grid=None):
     rows = [experiment_row(e) for e in experiments]
     df = pd.DataFrame(rows).reindex(columns=COLUMNS).dropna(axis=1, how="all")
     text = (f"# Results\n\nOne row per experiment in `{exp_root}/`; figures on the test views, in dB except STOI. "
-            f"`oracle_irm_si_sdri` is the ideal ratio mask on the same mixtures; `changes` lists settings changed "
+            f"`oracle_irm_si_sdri` / `oracle_ibm_si_sdri` are the ideal ratio / binary masks on the same mixtures "
+            f"(exp/<tag>/eval/index.html has the details per experiment); `changes` lists settings changed "
             f"during training (exp/<tag>/history.txt).\n\n{to_markdown(df) if rows else '(none yet)'}\n")
     if rows:
         io_utils.write_csv(df, exp_root / "results.csv")

@@ -42,7 +42,8 @@ def test_every_stage_writes_its_files(recipe):
         assert f"stage {n}:" in result.stdout
     exp = work / "exp" / "tiny"
     for rel in ["conf.yml", "best_model.pth", "training.json", "checkpoints/last.ckpt", "logs/run1/metrics.csv",
-                "eval/metrics.csv", "eval/per_source.csv", "eval/summary.json"]:
+                "eval/metrics.csv", "eval/per_source.csv", "eval/summary.json", "eval/index.html",
+                "eval/per_category.csv", "eval/per_category.png"]:
         assert (exp / rel).is_file(), rel
     assert (work / "data" / "synth" / "sources.csv").is_file()
     assert {p.name for p in (work / "data" / "synth" / "2src").iterdir()} >= {"train.csv", "val.csv", "test.csv"}
@@ -67,6 +68,7 @@ def test_evaluation_figures_are_consistent(recipe):
     examples = sorted(p.name for p in (ev / "examples").iterdir())
     assert examples == sorted(summary["examples"]) and len(examples) == 2
     assert len(list((ev / "examples" / examples[0]).glob("*.wav"))) == 5  # mixture + 2 refs + 2 estimates
+    assert (ev / "examples" / examples[0] / "spectrograms.png").is_file()
 
 
 def test_second_run_skips_finished_stages(recipe):

@@ -122,6 +122,8 @@ def test_dpcl_recipe_end_to_end(dpcl_experiment):
     summary = yaml.safe_load((work / "exp" / "tiny_dpcl" / "eval" / "summary.json").read_text())
     assert summary["model"] == "dpcl_dprnn" and summary["n_mixtures"] == 4
     assert summary["oracle_irm_si_sdri"] > 5
+    assert 1.0 <= summary["pesq"] <= 4.6  # speech at 8 kHz: narrow-band PESQ (eval.pesq: auto)
+    assert summary["oracle_ibm_si_sdri"] > 5
     rows = pd.read_csv(work / "exp" / "tiny_dpcl" / "eval" / "metrics.csv")
     assert np.isfinite(rows["si_sdr"]).all()
 
