@@ -27,8 +27,8 @@ def measure(tag, steps):
     cfg = load_config(tag)
     model, loss = build_model(cfg), make_loss(cfg)
     batch, n_src = int(cfg["training"]["batch_size"]), int(cfg["data"]["n_src"])
-    seconds = cfg["data"]["segment_seconds"] or cfg["data"]["mixture_seconds"]
-    length = int(seconds * cfg["data"]["sample_rate"])
+    mixture_seconds = cfg["data"]["segment_seconds"] or cfg["data"]["mixture_seconds"]
+    length = int(mixture_seconds * cfg["data"]["sample_rate"])
     generator = torch.Generator().manual_seed(0)
     sources = torch.randn(batch, n_src, length, generator=generator) * 0.05
     mixture = sources.sum(1)
@@ -46,7 +46,7 @@ def measure(tag, steps):
         step()
     seconds = time.perf_counter() - start
     return {"tag": tag, "model": cfg["model"]["name"], "n_parameters": count_parameters(model), "batch_size": batch,
-            "mixture_seconds": seconds, "train_mixtures_per_second": round(batch * steps / seconds, 2)}
+            "mixture_seconds": mixture_seconds, "train_mixtures_per_second": round(batch * steps / seconds, 2)}
 
 
 def main(argv=None):
