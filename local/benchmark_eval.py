@@ -12,6 +12,7 @@ the wall time spent in the model, in the oracle masks and in the metrics (the me
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 
 from local import io_utils
@@ -35,7 +36,7 @@ def main(argv=None):
     result = {"tag": args.tag, "n_mixtures": args.max_mixtures, "cpu_cores": os.cpu_count()}
     for nj in (1, 2):
         out = Path(args.out).parent / f"eval_nj{nj}"
-        (out / "summary.json").unlink(missing_ok=True)
+        shutil.rmtree(out, ignore_errors=True)  # a fresh evaluation, not a continued one
         summary = evaluate(cfg, Path(args.exp_dir) / args.tag, views, root, nj=nj, out_dir=out)
         wall = summary["eval_seconds"]
         result[f"nj{nj}"] = {

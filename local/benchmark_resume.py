@@ -91,6 +91,8 @@ def kill_and_resume(work, tag, exp_root, kill_after_step, overrides=()):
         "killed_returncode": proc.returncode, "steps_done_when_killed": done, "resumed_from_step": resumed_from,
         "steps_lost": done - resumed_from, "resumed": "resuming from" in resumed_text,
         "final_steps": [torch.load(p, map_location="cpu", weights_only=True)["global_step"] for p in final],
+        "final_learning_rates": [torch.load(p, map_location="cpu", weights_only=True)["optimizer_states"][0]
+                                 ["param_groups"][0]["lr"] for p in final],
         "max_abs_weight_difference": max_weight_difference(*(checkpoint_weights(p) for p in final)),
     }
 

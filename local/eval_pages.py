@@ -10,6 +10,7 @@
 import html
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import matplotlib
 
@@ -116,7 +117,7 @@ def _audio(rel, label):
 def write_index(eval_dir, summary, categories, overlap, examples):
     """eval_dir/index.html. `examples`: [(mixture_id, figure path or None, [(label, wav path)])]."""
     eval_dir = Path(eval_dir)
-    rel = lambda p: Path(os.path.relpath(p, eval_dir)).as_posix()
+    rel = lambda p: quote(Path(os.path.relpath(p, eval_dir)).as_posix())  # labels may hold spaces, '#', '%'...
     figures = [(label, summary[key]) for key, label in SUMMARY_FIGURES if key in summary]
     parts = [
         f"<h1>{html.escape(summary['tag'])}</h1>",

@@ -13,7 +13,7 @@ Writes exp/<tag>/eval/:
 - `index.html`: all of it on one page that opens from disk.
 
 Metrics are Asteroid's `get_metrics` (SI-SDR, SDR/SIR/SAR from pb_bss_eval's BSS-eval, STOI, and PESQ
-for speech at 8 or 16 kHz). Estimates are first put in the order that maximises SI-SDR (Asteroid's PIT),
+for speech at 8 or 16 kHz, NaN for a source it cannot score). Estimates are first put in the order that maximises SI-SDR (Asteroid's PIT),
 so every metric, example and the permutation column refer to the same assignment.
 
 Mixtures go through the model in chunks; the metrics of a chunk run in `--nj` worker processes with
@@ -69,16 +69,27 @@ def metric_names(cfg):
     return names + (["pesq"] if pesq and "pesq" not in names else [])
 
 
+def pesq_scores(reference, estimates, sample_rate):
+    """PESQ (ITU-T P.862; narrow band at 8 kHz, wide band at 16 kHz) of each estimate against its
+    reference, NaN where PESQ finds no utterance to score, instead of failing the mixture (pb_bss_eval,
+    behind get_metrics, scores all sources in one call and raises for any)."""
+    import pesq
+
+    mode = {8000: "nb", 16000: "wb"}[sample_rate]
+    scores = [pesq.pesq(sample_rate, ref, est, mode, on_error=pesq.PesqError.RETURN_VALUES)
+              for ref, est in zip(reference, estimates)]
+    return np.array([s if s >= -0.5 else np.nan for s in scores], dtype=float)  # error codes are negative integers
+
+
 def _per_source(mix, sources, estimates, sample_rate, metrics):
-    """{metric: [n_src] array} from get_metrics. PESQ alone may fail on a source (no utterance detected):
-    that source gets NaN instead of failing the evaluation."""
+    """{metric: [n_src] array}: get_metrics for everything but PESQ, `pesq_scores` for PESQ."""
     plain = [m for m in metrics if m != "pesq"]
     values = get_metrics(mix[None], sources, estimates, sample_rate=sample_rate, metrics_list=plain, average=False)
     if "pesq" in metrics:
-        values.update(get_metrics(mix[None], sources, estimates, sample_rate=sample_rate, metrics_list=["pesq"],
-                                  average=False, ignore_metrics_errors=True))
-    return {key: np.broadcast_to(np.asarray(np.nan if value is None else value, dtype=float).reshape(-1),
-                                 (len(sources),)) for key, value in values.items()}
+        values["input_pesq"] = pesq_scores(sources, np.broadcast_to(mix, sources.shape), sample_rate)
+        values["pesq"] = pesq_scores(sources, estimates, sample_rate)
+    return {key: np.broadcast_to(np.asarray(value, dtype=float).reshape(-1), (len(sources),))
+            for key, value in values.items()}
 
 
 def score_mixture(job):
@@ -220,6 +231,7 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None):
     test_csv = Path(views) / "test.csv"
     metrics = metric_names(cfg)
     fingerprint = {"model_sha256": file_sha256(model_path), "eval_config": ecfg, "metrics": metrics,
+                   "filterbank": cfg["filterbank"], "chunk": CHUNK,
                    "test_views_sha256": file_sha256(test_csv) if test_csv.is_file() else None}
     summary_path = out_dir / "summary.json"
     if summary_path.is_file():
@@ -318,9 +330,11 @@ def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerpri
         io_utils.write_csv(overlap, out_dir / "per_overlap.csv")
     timings = {"eval_seconds": round(wall, 2), **{k: round(v, 3) for k, v in seconds.items()}}
     summary = summarise(df, dataset.n_src, timings)
+    if "pesq" in per_source.columns:  # the mean leaves out what PESQ could not score: say how many
+        summary["pesq_unscored_sources"] = int(per_source["pesq"].isna().sum())
     examples = sorted(df["mixture_id"][sorted(example_ids)].tolist())
     summary.update(tag=cfg["tag"], model=cfg["model"]["name"], examples=examples, **fingerprint)
-    labels = dict(zip(df["mixture_id"], df["labels"].str.split(" ")))
+    labels = {m: group.sort_values("source")["label"].astype(str).tolist() for m, group in per_source.groupby("mixture_id")}
     sounds = [(m, out_dir / "examples" / m / "spectrograms.png", example_sounds(out_dir / "examples" / m, labels[m]))
               for m in examples]
     write_index(out_dir, summary, categories, overlap, sounds)

@@ -40,9 +40,3 @@ class OracleMasks:
             raise ValueError(f"unknown oracle mask {kind!r}; known: {', '.join(ORACLES)}")
         est = self.decoder(apply_mag_mask(mix_tf, mask)).reshape(len(sources), -1)  # [n_src, T']
         return est[..., left : left + length]
-
-    def ideal_ratio_mask(self, mixture, sources):
-        return self.estimates(mixture, sources, "irm")
-
-    def ideal_binary_mask(self, mixture, sources):
-        return self.estimates(mixture, sources, "ibm")

@@ -10,6 +10,8 @@ pieces close that gap:
   first `items_done` items of the permutation, which is exactly what the ranks consumed together.
 - `ResumeState`: a callback whose state (epoch, items done, RNG states) is saved in every checkpoint;
   on resume it points the sampler at the right place and restores the RNG before the next batch.
+  (CUDA RNG states are restored on the same number of GPUs; bit-exactness on GPU also needs
+  deterministic kernels, which this repository does not force.)
 - `AtomicCheckpointIO`: checkpoints are written next to their final name and renamed into place.
   (Lightning's own transaction writes to the system temp directory, and moving from there to exp/ on
   another file system is a copy: a kill -9 during it leaves a truncated last.ckpt.)
@@ -97,10 +99,12 @@ class EpochBatchSampler(Sampler):
 
 
 def _rng_states():
-    """The global RNG states as tensors and plain numbers, so that checkpoints load with weights_only=True."""
+    """The global RNG states (torch CPU and CUDA, numpy, python) as tensors and plain numbers, so that
+    checkpoints load with weights_only=True."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
             "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}}
@@ -108,6 +112,8 @@ def _rng_states():
 
 def _set_rng_states(states):
     torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
     n = states["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     p = states["python"]
@@ -120,7 +126,7 @@ class ResumeState(pl.Callback):
 
     def __init__(self, sampler):
         self.sampler = sampler
-        self.epoch, self.items_done = 0, 0
+        self.epoch, self.items_done, self.world_size = 0, 0, 1
         self._restored_rng = None
 
     def on_train_epoch_start(self, trainer, pl_module):
@@ -131,7 +137,11 @@ class ResumeState(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         # Runs before the checkpoint callbacks (Lightning orders those last), so a step checkpoint
-        # taken after this batch counts it.
+        # taken after this batch counts it. The epoch check covers a run resumed at an epoch's end,
+        # for which Lightning does not call on_train_epoch_start again.
+        if trainer.current_epoch != self.epoch:
+            self.epoch, self.items_done = trainer.current_epoch, 0
+        self.world_size = trainer.world_size
         self.items_done += len(batch[0]) * trainer.world_size
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -140,7 +150,18 @@ class ResumeState(pl.Callback):
             self._restored_rng = None
 
     def state_dict(self):
-        return {"epoch": self.epoch, "items_done": self.items_done, "rng": _rng_states()}
+        return {"epoch": self.epoch, "items_done": self.items_done, "world_size": self.world_size,
+                "batch_size": self.sampler.batch_size, "rng": _rng_states()}
+
+    @staticmethod
+    def mid_epoch(checkpoint, n_items):
+        """Whether `checkpoint` was taken with batches of its epoch still to run (with the batch size and
+        number of processes it was taken with): then those cannot change without replaying or dropping data."""
+        state = checkpoint.get("callbacks", {}).get("ResumeState")
+        if not state or not state["items_done"]:
+            return False
+        world = state.get("world_size", 1)
+        return (n_items - state["items_done"]) // world >= state.get("batch_size", 1)
 
     def load_state_dict(self, state_dict):
         # Called before the training loader is iterated (Lightning restores callbacks first).

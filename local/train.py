@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from asteroid.engine import System
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import Checkpoint, EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
@@ -76,6 +76,10 @@ CHANGEABLE = ("optim.lr", "optim.weight_decay", "optim.lr_patience", "optim.lr_f
               "training.val_check_interval", "training.gradient_clip_val", "training.save_top_k",
               "training.checkpoint_every_n_steps", "training.progress_every_n_steps", "training.accelerator",
               "training.devices", "training.num_nodes", "training.strategy")
+
+
+# Changes that reshape how an epoch is cut into steps: allowed only when last.ckpt ends an epoch.
+EPOCH_BOUNDARY_CHANGES = ("training.batch_size", "training.devices", "training.num_nodes")
 
 
 def frozen_part(cfg):
@@ -153,8 +157,21 @@ class ApplyChangedSettings(pl.Callback):
 
     def __init__(self, lr, patience):
         self.lr, self.patience = lr, patience
+        self._applied = False
 
-    def on_train_start(self, trainer, pl_module):
+    # At the first epoch start (before LearningRateMonitor logs, which comes later in the callback list)
+    # or, for a run resumed mid-epoch, the first batch: after everything the resume restores or replays
+    # (LastCheckpoint's owed scheduler step of the previous epoch belongs to the old settings).
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._apply(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._apply(trainer)
+
+    def _apply(self, trainer):
+        if self._applied:
+            return
+        self._applied = True
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = self.lr
@@ -213,6 +230,84 @@ def write_best_model(model, best_ckpt, exp_dir):
         torch.save(model_package(model), tmp)
 
 
+def step_epoch_schedulers(trainer, metrics):
+    """Take one epoch step of every epoch-interval LR scheduler (plateau ones with their monitored value)."""
+    for config in trainer.lr_scheduler_configs:
+        if config.interval != "epoch":
+            continue
+        if config.reduce_on_plateau:
+            if metrics.get(config.monitor) is not None:
+                config.scheduler.step(metrics[config.monitor])
+        else:
+            config.scheduler.step()
+
+
+class LastCheckpoint(Checkpoint):
+    """checkpoints/last.ckpt, the state a resumed run starts from, written through the trainer (rank 0
+    writes it, atomically): every `every_n_steps` training steps, after every validation, at every
+    epoch end and when training stops (max_epochs, max_time, early stopping).
+
+    Lightning behaviours that would make a resume inexact, handled here:
+    - a checkpoint taken on a step that a validation follows would make the resumed run skip that
+      validation: step checkpoints are not taken there (the validation's own checkpoint follows);
+    - epoch schedulers (ReduceLROnPlateau) step after the epoch-end hooks, and Lightning skips that
+      step in the first epoch of a resumed run. An epoch-end checkpoint records the pending step and the
+      monitored values, and the resumed run takes it before training; a run resumed mid-epoch takes the
+      step itself at the end of that epoch.
+    (Lightning's ModelCheckpoint(save_last=True) also refreshes last.ckpt only when it saves a top-k
+    checkpoint, so a resume could go back epochs.)"""
+
+    def __init__(self, path, every_n_steps=None):
+        self.path, self.every_n_steps = Path(path), every_n_steps
+        self._saved = None  # (global step, where) of the last save
+        self._batches_done = 0
+        self._state = {"scheduler_step_pending": False, "metrics": {}}
+        self._restored = None
+
+    def _save(self, trainer, where, scheduler_step_pending=False):
+        if trainer.sanity_checking or self._saved == (trainer.global_step, where):
+            return
+        metrics = {c.monitor: float(trainer.callback_metrics[c.monitor]) for c in trainer.lr_scheduler_configs
+                   if c.monitor and c.monitor in trainer.callback_metrics}
+        self._state = {"scheduler_step_pending": scheduler_step_pending, "metrics": metrics}
+        trainer.save_checkpoint(self.path)
+        self._saved = (trainer.global_step, where)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._batches_done = batch_idx + 1
+        if not self.every_n_steps or trainer.global_step % self.every_n_steps:
+            return
+        at_end = self._batches_done == trainer.num_training_batches
+        if at_end or (trainer.val_check_batch and self._batches_done % trainer.val_check_batch == 0):
+            return  # a validation or the epoch's end follows; the checkpoint comes after it
+        self._save(trainer, "step")
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._batches_done < trainer.num_training_batches:  # at the epoch's end: on_train_epoch_end saves
+            self._save(trainer, "validation")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.fit_loop.restarting:  # an epoch resumed mid-way: Lightning will not step the schedulers
+            step_epoch_schedulers(trainer, {k: float(v) for k, v in trainer.callback_metrics.items()})
+            self._save(trainer, "epoch end")
+        else:
+            self._save(trainer, "epoch end", scheduler_step_pending=True)
+
+    def on_train_end(self, trainer, pl_module):
+        self._save(trainer, "end")
+
+    def state_dict(self):
+        return dict(self._state)
+
+    def load_state_dict(self, state_dict):
+        self._restored = state_dict
+
+    def on_train_start(self, trainer, pl_module):
+        restored, self._restored = self._restored, None
+        if restored and restored["scheduler_step_pending"]:  # the step the checkpoint's epoch end still owed
+            step_epoch_schedulers(trainer, restored["metrics"])
+
+
 class RecordExperiment(pl.Callback):
     """Writes conf.yml, the history of changed settings and the provenance record, on global rank 0
     only, once the ranks have started (each rank took its decisions from the same files before)."""
@@ -222,6 +317,8 @@ class RecordExperiment(pl.Callback):
 
     def setup(self, trainer, pl_module, stage):
         if trainer.is_global_zero:
+            for stale in (self.exp_dir / "checkpoints").glob(".*.ckpt"):  # temporary files of a killed run
+                stale.unlink()
             if self.changes:
                 record_changes(self.exp_dir, self.changes, self.change_epoch)
             if self.changes or not (self.exp_dir / "conf.yml").is_file():
@@ -272,6 +369,12 @@ def train(cfg, exp_dir, views, root, allow_change=()):
     if last.is_file():
         resume_from = torch.load(last, map_location="cpu", weights_only=True)
     change_epoch = epochs_trained(resume_from) if resume_from else 0
+    reshaping = [k for k, _, _ in changes if k in EPOCH_BOUNDARY_CHANGES]
+    if reshaping and ResumeState.mid_epoch(resume_from, len(train_loader.dataset)):
+        raise RecipeError(
+            f"{last} was taken in the middle of epoch {change_epoch}; {', '.join(reshaping)} can only change at the "
+            f"end of an epoch (the rest of the epoch is laid out in batches per process). Let this epoch finish "
+            f"first: --training.epochs {change_epoch + 1} --allow_change training.epochs, then make the change.")
 
     optimizer = make_optimizer(model.parameters(), cfg["optim"])
     scheduler = make_scheduler(optimizer, cfg["optim"])
@@ -279,20 +382,18 @@ def train(cfg, exp_dir, views, root, allow_change=()):
                               val_loader=val_loader, scheduler=scheduler, config=cfg)
     checkpoint = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="epoch{epoch:03d}-val_loss{val_loss:.4f}",
                                  auto_insert_metric_name=False, monitor="val_loss", mode="min",
-                                 save_top_k=int(tcfg["save_top_k"]), save_last=True, enable_version_counter=False)
+                                 save_top_k=int(tcfg["save_top_k"]))
     progress_every = int(tcfg["progress_every_n_steps"])
     # A log file gets a progress line every `progress_every` steps instead of a carriage-return stream.
+    # checkpoint before LastCheckpoint: last.ckpt then holds the top-k bookkeeping of the same validation.
     callbacks = [RecordExperiment(cfg, exp_dir, changes, change_epoch), ResumeState(train_loader.batch_sampler),
-                 checkpoint, TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else progress_every),
-                 LearningRateMonitor(logging_interval="epoch")]
-    if tcfg["checkpoint_every_n_steps"]:
-        # last.ckpt between validations too, so that a killed run loses at most this many steps.
-        callbacks.append(ModelCheckpoint(dirpath=exp_dir / "checkpoints", every_n_train_steps=int(tcfg["checkpoint_every_n_steps"]),
-                                         save_top_k=0, save_last=True, enable_version_counter=False))
-    if tcfg["early_stop_patience"]:
-        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(tcfg["early_stop_patience"])))
+                 checkpoint, LastCheckpoint(last, tcfg["checkpoint_every_n_steps"]),
+                 TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else progress_every)]
     if changes:
         callbacks.append(ApplyChangedSettings(float(cfg["optim"]["lr"]), tcfg["early_stop_patience"]))
+    callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if tcfg["early_stop_patience"]:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(tcfg["early_stop_patience"])))
     trainer = make_trainer(cfg, exp_dir, callbacks, next_run_number(exp_dir))
     n_params = count_parameters(model)
     if trainer.is_global_zero:

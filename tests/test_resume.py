@@ -19,7 +19,9 @@ TINY = {
              "file_selection_range": {"train": [0, 4], "val": [4, 5], "test": [5, 6]},
              "synth": {"clips_per_category": 6, "min_seconds": 1.0, "max_seconds": 1.5}},
     "model": {"hidden_size": 16, "n_layers": 2, "dropout": 0.2},
-    "training": {"epochs": 2, "batch_size": 4, "num_workers": 0, "checkpoint_every_n_steps": 3,
+    # a high learning rate and no patience, so that ReduceLROnPlateau acts within the run
+    "optim": {"lr": 0.03, "lr_patience": 0},
+    "training": {"epochs": 3, "batch_size": 4, "num_workers": 0, "checkpoint_every_n_steps": 3,
                  "progress_every_n_steps": 1, "val_check_interval": 0.5},
 }
 
@@ -73,6 +75,17 @@ def test_evaluation_order_covers_every_item_on_every_rank_count(monkeypatch):
     assert [len(b) for b in two] == [2, 2] and {i for r in two for b in r for i in b} == set(range(7))
 
 
+def test_batch_size_or_process_count_change_only_at_an_epoch_end():
+    def checkpoint(items_done, world=1, batch=4):
+        return {"callbacks": {"ResumeState": {"epoch": 1, "items_done": items_done, "world_size": world, "batch_size": batch}}}
+
+    assert not resumable.ResumeState.mid_epoch(checkpoint(0), 50)
+    assert resumable.ResumeState.mid_epoch(checkpoint(8), 50)
+    assert not resumable.ResumeState.mid_epoch(checkpoint(48), 50)  # 2 items left: no full batch, the epoch is over
+    assert resumable.ResumeState.mid_epoch(checkpoint(32, world=2), 50)  # 9 items per rank left: 2 more batches
+    assert not resumable.ResumeState.mid_epoch(checkpoint(48, world=2), 50)
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -90,13 +103,15 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_kill_9_mid_epoch_then_resume_reaches_the_uninterrupted_weights(work):
-    # Step 21 is batch 5 of epoch 1, between the step checkpoints at 18 and 21 and a validation at 24.
-    figures = kill_and_resume(work, "tiny", work / "exp_kill", kill_after_step=20)
+    # Step 20 is batch 4 of epoch 1 (of 5), between the step checkpoints at 18 and 21 and a validation at 24;
+    # the plateau scheduler lowers the learning rate in the last epochs.
+    figures = kill_and_resume(work, "tiny", work / "exp_kill", kill_after_step=20, overrides=["training.epochs=5"])
     print(json.dumps(figures))
     assert figures["killed_returncode"] == -9, "the run finished before it was killed: nothing was tested"
     assert figures["resumed"] and 16 < figures["resumed_from_step"] < 32
     assert 0 <= figures["steps_lost"] <= TINY["training"]["checkpoint_every_n_steps"]
-    assert figures["final_steps"] == [32, 32]
+    assert figures["final_steps"] == [80, 80]
+    assert figures["final_learning_rates"][0] == figures["final_learning_rates"][1] < 0.03  # the scheduler acted
     assert figures["max_abs_weight_difference"] <= 1e-6
 
 
@@ -108,7 +123,7 @@ def test_two_process_cpu_ddp_writes_one_consistent_experiment(work):
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log and log.count("stage 2: training lstm") == 1
     summary = json.loads((exp / "training.json").read_text())
     # 64 mixtures over 2 ranks in batches of 4: 8 steps per epoch, each step seeing 8 mixtures.
-    assert summary["world_size"] == 2 and summary["global_step"] == 2 * 8 and summary["epochs_trained"] == 2
+    assert summary["world_size"] == 2 and summary["global_step"] == 3 * 8 and summary["epochs_trained"] == 3
     assert len(json.loads((exp / "provenance.json").read_text())) == 1
     assert sorted(p.name for p in (exp / "logs").iterdir()) == ["run1"]
     assert yaml.safe_load((exp / "conf.yml").read_text())["training"]["devices"] == 2
