@@ -270,7 +270,7 @@ class LastCheckpoint(Checkpoint):
         metrics = {c.monitor: float(trainer.callback_metrics[c.monitor]) for c in trainer.lr_scheduler_configs
                    if c.monitor and c.monitor in trainer.callback_metrics}
         self._state = {"scheduler_step_pending": scheduler_step_pending, "metrics": metrics}
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state (and no log line about it)
         self._saved = (trainer.global_step, where)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
