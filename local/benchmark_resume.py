@@ -111,12 +111,32 @@ def checkpoint_overhead(work, tag, exp_root, intervals=(None, 100, 10), override
         steps = json.loads((exp / "training.json").read_text())["global_step"]
         rows[str(interval)] = {"fit_seconds": fit_seconds(exp), "steps": steps,
                                "step_checkpoints": steps // interval if interval else 0}
+    rows["checkpoint_write_seconds"] = checkpoint_write_seconds(
+        Path(exp_root) / f"ckpt_every_{intervals[-1]}" / tag / "checkpoints" / "last.ckpt")
     base = rows[str(intervals[0])]["fit_seconds"]
-    for row in rows.values():
+    for row in (r for r in rows.values() if isinstance(r, dict)):
         row["throughput_ratio"] = round(base / row["fit_seconds"], 3)
         if row["step_checkpoints"]:
             row["seconds_per_checkpoint"] = round((row["fit_seconds"] - base) / row["step_checkpoints"], 3)
     return rows
+
+
+def checkpoint_write_seconds(checkpoint, repeats=7):
+    """Median time to write `checkpoint` again the way training does (AtomicCheckpointIO): the cost of one
+    step checkpoint, measured directly, since a handful of them in an epoch is below run-to-run noise."""
+    import statistics
+
+    from local.resumable import AtomicCheckpointIO
+
+    state, io, times = torch.load(checkpoint, map_location="cpu", weights_only=True), AtomicCheckpointIO(), []
+    probe = Path(checkpoint).with_name("write_probe.ckpt")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        io.save_checkpoint(state, probe)
+        times.append(time.perf_counter() - start)
+    size = probe.stat().st_size
+    probe.unlink()
+    return {"megabytes": round(size / 1e6, 1), "median_seconds": round(statistics.median(times), 3)}
 
 
 def ddp_epoch(work, tag, exp_root, overrides=()):
