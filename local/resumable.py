@@ -2,7 +2,7 @@
 
 Lightning's `fit(ckpt_path=...)` restores the model, optimizer, scheduler, epoch and step, but a
 plain DataLoader restarts its epoch from the first batch and the global RNG is not saved, so a run
-resumed mid-epoch would see other batches and other dropout masks than an uninterrupted one. Three
+resumed mid-epoch would see other batches and other dropout masks than an uninterrupted one. Four
 pieces close that gap:
 
 - `EpochBatchSampler`: the order of an epoch is a function of (seed, epoch) only; it is sharded over
@@ -12,6 +12,7 @@ pieces close that gap:
   on resume it points the sampler at the right place and restores the RNG before the next batch.
   (CUDA RNG states are restored on the same number of GPUs; bit-exactness on GPU also needs
   deterministic kernels, which this repository does not force.)
+- `LastCheckpoint`: writes checkpoints/last.ckpt at the points where resuming is exact (see its docstring).
 - `AtomicCheckpointIO`: checkpoints are written next to their final name and renamed into place.
   (Lightning's own transaction writes to the system temp directory, and moving from there to exp/ on
   another file system is a copy: a kill -9 during it leaves a truncated last.ckpt.)
@@ -19,11 +20,13 @@ pieces close that gap:
 import math
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint
 from torch.utils.data import Sampler
 
 from local import io_utils
@@ -168,6 +171,84 @@ class ResumeState(pl.Callback):
         self.epoch, self.items_done = state_dict["epoch"], state_dict["items_done"]
         self.sampler.resume(self.epoch, self.items_done)
         self._restored_rng = state_dict["rng"]
+
+
+def step_epoch_schedulers(trainer, metrics):
+    """Take one epoch step of every epoch-interval LR scheduler (plateau ones with their monitored value)."""
+    for config in trainer.lr_scheduler_configs:
+        if config.interval != "epoch":
+            continue
+        if config.reduce_on_plateau:
+            if metrics.get(config.monitor) is not None:
+                config.scheduler.step(metrics[config.monitor])
+        else:
+            config.scheduler.step()
+
+
+class LastCheckpoint(Checkpoint):
+    """checkpoints/last.ckpt, the state a resumed run starts from, written through the trainer (rank 0
+    writes it, atomically): every `every_n_steps` training steps, after every validation, at every
+    epoch end and when training stops (max_epochs, max_time, early stopping).
+
+    Lightning behaviours that would make a resume inexact, handled here:
+    - a checkpoint taken on a step that a validation follows would make the resumed run skip that
+      validation: step checkpoints are not taken there (the validation's own checkpoint follows);
+    - epoch schedulers (ReduceLROnPlateau) step after the epoch-end hooks, and Lightning skips that
+      step in the first epoch of a resumed run. An epoch-end checkpoint records the pending step and the
+      monitored values, and the resumed run takes it before training; a run resumed mid-epoch takes the
+      step itself at the end of that epoch.
+    (Lightning's ModelCheckpoint(save_last=True) also refreshes last.ckpt only when it saves a top-k
+    checkpoint, so a resume could go back epochs.)"""
+
+    def __init__(self, path, every_n_steps=None):
+        self.path, self.every_n_steps = Path(path), every_n_steps
+        self._saved = None  # (global step, where) of the last save
+        self._batches_done = 0
+        self._state = {"scheduler_step_pending": False, "metrics": {}}
+        self._restored = None
+
+    def _save(self, trainer, where, scheduler_step_pending=False):
+        if trainer.sanity_checking or self._saved == (trainer.global_step, where):
+            return
+        metrics = {c.monitor: float(trainer.callback_metrics[c.monitor]) for c in trainer.lr_scheduler_configs
+                   if c.monitor and c.monitor in trainer.callback_metrics}
+        self._state = {"scheduler_step_pending": scheduler_step_pending, "metrics": metrics}
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state (and no log line about it)
+        self._saved = (trainer.global_step, where)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._batches_done = batch_idx + 1
+        if not self.every_n_steps or trainer.global_step % self.every_n_steps:
+            return
+        at_end = self._batches_done == trainer.num_training_batches
+        if at_end or (trainer.val_check_batch and self._batches_done % trainer.val_check_batch == 0):
+            return  # a validation or the epoch's end follows; the checkpoint comes after it
+        self._save(trainer, "step")
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._batches_done < trainer.num_training_batches:  # at the epoch's end: on_train_epoch_end saves
+            self._save(trainer, "validation")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.fit_loop.restarting:  # an epoch resumed mid-way: Lightning will not step the schedulers
+            step_epoch_schedulers(trainer, {k: float(v) for k, v in trainer.callback_metrics.items()})
+            self._save(trainer, "epoch end")
+        else:
+            self._save(trainer, "epoch end", scheduler_step_pending=True)
+
+    def on_train_end(self, trainer, pl_module):
+        self._save(trainer, "end")
+
+    def state_dict(self):
+        return dict(self._state)
+
+    def load_state_dict(self, state_dict):
+        self._restored = state_dict
+
+    def on_train_start(self, trainer, pl_module):
+        restored, self._restored = self._restored, None
+        if restored and restored["scheduler_step_pending"]:  # the step the checkpoint's epoch end still owed
+            step_epoch_schedulers(trainer, restored["metrics"])
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
