@@ -305,12 +305,11 @@ def train(cfg, exp_dir, views, root, allow_change=()):
     checkpoint = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="epoch{epoch:03d}-val_loss{val_loss:.4f}",
                                  auto_insert_metric_name=False, monitor="val_loss", mode="min",
                                  save_top_k=int(tcfg["save_top_k"]))
-    progress_every = int(tcfg["progress_every_n_steps"])
-    # A log file gets a progress line every `progress_every` steps instead of a carriage-return stream.
-    # checkpoint before LastCheckpoint: last.ckpt then holds the top-k bookkeeping of the same validation.
+    # `checkpoint` before LastCheckpoint: last.ckpt then holds the top-k bookkeeping of the same validation.
+    # A log file gets a progress line every `progress_every_n_steps` steps instead of a carriage-return stream.
     callbacks = [RecordExperiment(cfg, exp_dir, changes, change_epoch), ResumeState(train_loader.batch_sampler),
                  checkpoint, LastCheckpoint(last, tcfg["checkpoint_every_n_steps"]),
-                 TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else progress_every)]
+                 TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else int(tcfg["progress_every_n_steps"]))]
     if changes:
         callbacks.append(ApplyChangedSettings(float(cfg["optim"]["lr"]), tcfg["early_stop_patience"]))
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))
