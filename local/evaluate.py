@@ -97,25 +97,20 @@ def score_mixture(job):
     start = time.process_time()
     meta, sources, sample_rate = job["meta"], job["sources"], job["sample_rate"]
     per_src = _per_source(job["mixture"], sources, job["estimates"], sample_rate, job["metrics"])
-    oracle = {kind: get_metrics(job["mixture"][None], sources, est, sample_rate=sample_rate, metrics_list=["si_sdr"],
-                                average=False) for kind, est in job["oracles"].items()}
-    row = {"mixture_id": meta["mixture_id"], "labels": " ".join(meta["labels"]),
-           "permutation": " ".join(map(str, meta["permutation"])), "max_overlap": meta["max_overlap"]}
-    row.update({key: float(np.mean(value)) for key, value in per_src.items()})
+    for kind, estimates in job["oracles"].items():
+        values = get_metrics(job["mixture"][None], sources, estimates, sample_rate=sample_rate, metrics_list=["si_sdr"],
+                             average=False)
+        per_src[f"oracle_{kind}_si_sdr"] = np.ravel(values["si_sdr"])
+        per_src[f"oracle_{kind}_si_sdri"] = np.ravel(values["si_sdr"] - values["input_si_sdr"])
     for name in ("si_sdr", "sdr"):
         if name in per_src:
-            row[name + "i"] = row[name] - row["input_" + name]
-    src_rows = [{"mixture_id": meta["mixture_id"], "source": i, "label": label} for i, label in enumerate(meta["labels"])]
-    for i, src in enumerate(src_rows):
-        src.update({key: float(value[i]) for key, value in per_src.items()})
-        for name in ("si_sdr", "sdr"):
-            if name in per_src:
-                src[name + "i"] = src[name] - src["input_" + name]
-    for kind, values in oracle.items():
-        sdr, gain = np.asarray(values["si_sdr"]).reshape(-1), np.asarray(values["si_sdr"] - values["input_si_sdr"]).reshape(-1)
-        row[f"oracle_{kind}_si_sdr"], row[f"oracle_{kind}_si_sdri"] = float(sdr.mean()), float(gain.mean())
-        for i, src in enumerate(src_rows):
-            src[f"oracle_{kind}_si_sdr"], src[f"oracle_{kind}_si_sdri"] = float(sdr[i]), float(gain[i])
+            per_src[name + "i"] = per_src[name] - per_src["input_" + name]
+    src_rows = [{"mixture_id": meta["mixture_id"], "source": i, "label": label,
+                 **{key: float(value[i]) for key, value in per_src.items()}} for i, label in enumerate(meta["labels"])]
+    # the mixture's row: the mean over its sources of every figure (NaN if PESQ could not score one)
+    row = {"mixture_id": meta["mixture_id"], "labels": " ".join(meta["labels"]),
+           "permutation": " ".join(map(str, meta["permutation"])), "max_overlap": meta["max_overlap"],
+           **{key: float(np.mean(value)) for key, value in per_src.items()}}
     return job["index"], row, src_rows, time.process_time() - start
 
 
