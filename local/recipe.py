@@ -10,8 +10,8 @@ a one-line message and exit status 1.
 import argparse
 from pathlib import Path
 
-from local.config import load_config
-from local.errors import RecipeError, exit_on_recipe_error
+from local.common.config import load_config
+from local.common.errors import RecipeError, exit_on_recipe_error
 
 STAGES = ("prepare", "views", "train", "eval", "report")
 
@@ -54,7 +54,7 @@ def main(argv=None):
         raise RecipeError(f"--nj must be at least 1, got {args.nj}")
     exp_root = Path(args.exp_dir)
     if args.stage == "report":
-        from local.report import report
+        from local.evaluation.report import report
 
         report(exp_root, grid=args.grid or None)
         return
@@ -62,27 +62,27 @@ def main(argv=None):
     data_dir = Path(args.data_root) / cfg["data"]["dataset"]
     exp_dir = exp_root / args.tag
     if args.stage == "prepare":
-        from local.prepare_data import prepare
+        from local.data.prepare import prepare
 
         prepare(cfg["data"], data_dir)
     elif args.stage == "views":
-        from local.views import make_views
+        from local.data.views import make_views
 
         make_views(cfg["data"], data_dir)
     else:
-        from local.prepare_data import load_sources
-        from local.views import make_views
+        from local.data.sources import load_sources
+        from local.data.views import make_views
 
         _, root = load_sources(data_dir)
         # A config may need views stage 1 has not made yet (e.g. 5 sources): make them now, quietly
         # when they are already there.
         views = make_views(cfg["data"], data_dir, announce_skip=False)
         if args.stage == "train":
-            from local.train import train
+            from local.training.train import train
 
             train(cfg, exp_dir, views, root, allow_change=args.allow_change.replace(",", " ").split())
         else:
-            from local.evaluate import evaluate
+            from local.evaluation.evaluate import evaluate
 
             evaluate(cfg, exp_dir, views, root, nj=args.nj)
 

@@ -18,10 +18,10 @@ import torch
 import torchaudio
 from asteroid.dsp.overlap_add import LambdaOverlapAdd
 
-from local import io_utils
-from local.errors import RecipeError, exit_on_recipe_error
+from local.common import io_utils
+from local.common.errors import RecipeError, exit_on_recipe_error
 from local.models import load_model, n_sources
-from local.scp_data import read_scp
+from local.data.scp import read_scp
 
 
 def read_mono(path):

@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from local.config import load_config  # noqa: E402
+from local.common.config import load_config  # noqa: E402
 
 TINY_OVERRIDES = [
     "data.synth.clips_per_category=6",
@@ -27,8 +27,8 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory, tiny_cfg):
     """data/synth prepared with the tiny settings, with 2-source views: (data_dir, cfg)."""
-    from local.prepare_data import prepare
-    from local.views import make_views
+    from local.data.prepare import prepare
+    from local.data.views import make_views
 
     data_dir = tmp_path_factory.mktemp("data") / "synth"
     prepare(tiny_cfg["data"], data_dir)

@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from local.config import apply_overrides, diff_configs, load_config, parse_override
-from local.errors import RecipeError
+from local.common.config import apply_overrides, diff_configs, load_config, parse_override
+from local.common.errors import RecipeError
 
 
 def test_tag_config_merges_common_base_and_own_keys():

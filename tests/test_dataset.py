@@ -4,10 +4,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from local.dataset import ViewDataset
-from local.errors import RecipeError
-from local.prepare_data import load_sources
-from local.views import views_dir
+from local.data.dataset import ViewDataset
+from local.common.errors import RecipeError
+from local.data.sources import load_sources
+from local.data.view_csv import views_dir
 
 
 def test_mixture_is_the_sum_of_the_sources(tiny_data):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from local.config import load_config
-from local.kmeans import batched_kmeans
-from local.losses import deep_clustering_loss, make_loss
+from local.common.config import load_config
+from local.models.kmeans import batched_kmeans
+from local.training.losses import deep_clustering_loss, make_loss
 from local.models import build_model
 
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from local import evaluate as evaluation
-from local.breakdowns import max_overlap, per_category
-from local.dataset import ViewDataset
-from local.oracle import OracleMasks
-from local.prepare_data import load_sources
-from local.train import train
+from local.evaluation import evaluate as evaluation
+from local.evaluation.breakdowns import max_overlap, per_category
+from local.data.dataset import ViewDataset
+from local.evaluation.oracle import OracleMasks
+from local.data.sources import load_sources
+from local.training.train import train
 
 
 def si_sdr(estimate, reference):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from local.config import load_config
-from local.errors import RecipeError
-from local.losses import make_loss
+from local.common.config import load_config
+from local.common.errors import RecipeError
+from local.training.losses import make_loss
 
 
 def numpy_si_sdr(est, ref):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from local.config import load_config
-from local.errors import RecipeError
+from local.common.config import load_config
+from local.common.errors import RecipeError
 from local.models import build_model, count_parameters, load_model, model_package
 
 CATEGORY_MODELS = ["lstm", "vtf", "gab", "drnn", "srnn"]

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from local.errors import RecipeError
-from local.prepare_data import folder_sources, prepare
-from local.synth_sounds import CATEGORIES, render
+from local.common.errors import RecipeError
+from local.data.prepare import folder_sources, prepare
+from local.data.synth_sounds import CATEGORIES, render
 
 
 def _folder(tmp_path, counts):

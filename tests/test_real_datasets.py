@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from local.config import load_config
-from local.errors import RecipeError
-from local.prepare_data import prepare
+from local.common.config import load_config
+from local.common.errors import RecipeError
+from local.data.prepare import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_VIEWS = ["--data.n_mixtures", "{train: 12, val: 4, test: 4}", "--data.mixture_seconds", "0.5"]
@@ -72,7 +72,7 @@ def test_esc50_recipe_maps_folds_to_splits_and_resamples(esc50_tree, tmp_path):
     test = pd.read_csv(work / "data" / "esc50" / "3src" / "test.csv")
     assert set(test["sample_rate"]) == {16000} and set(test["length"]) == {8000}
     assert test[["path_0", "path_1", "path_2"]].stack().str.startswith("audio/5-").all()
-    from local.dataset import ViewDataset
+    from local.data.dataset import ViewDataset
 
     mix, src = ViewDataset(work / "data" / "esc50" / "3src" / "test.csv", esc50_tree)[0]
     assert src.shape == (3, 8000)

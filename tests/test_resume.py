@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-from local import resumable
-from local.benchmark_resume import kill_and_resume, run_stage2
+from local.training import resumable
+from local.benchmarks.resume import kill_and_resume, run_stage2
 from local.models import load_model
-from local.resumable import AtomicCheckpointIO, EpochBatchSampler
+from local.training.resumable import AtomicCheckpointIO, EpochBatchSampler
 
 # 64 training mixtures in batches of 4: 16 steps per epoch; dropout so that the RNG state matters.
 TINY = {

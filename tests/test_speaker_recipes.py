@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 import yaml
 
-from local.dataset import ViewDataset
-from local.scp_data import read_scp
-from local.synth_speech import speaker_params, utterance
+from local.data.dataset import ViewDataset
+from local.data.scp import read_scp
+from local.data.synth_speech import speaker_params, utterance
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_SPK = {
@@ -71,7 +71,7 @@ def test_wsj0_2mix_scp_files_and_views(wsj0_tree, tmp_path):
     test_csv = data / "2src" / "test.csv"
     test = pd.read_csv(test_csv)
     assert set(test["length"]) == {9600}
-    from local.prepare_data import load_sources
+    from local.data.sources import load_sources
 
     _, root = load_sources(data)
     assert root == wsj0_tree.parent.parent.resolve()

@@ -4,9 +4,10 @@ import pytest
 import soundfile as sf
 import yaml
 
-from local.errors import RecipeError
-from local.prepare_data import load_sources
-from local.views import make_split_views, split_candidates, views_dir
+from local.common.errors import RecipeError
+from local.data.sources import load_sources
+from local.data.view_csv import views_dir
+from local.data.views import make_split_views, split_candidates
 
 
 def _views(data_dir, n_src=2):
@@ -100,7 +101,7 @@ def test_too_many_sources_for_the_categories(tiny_data):
 
 
 def test_views_are_skipped_when_up_to_date_and_refused_when_settings_change(tiny_data, capsys):
-    from local.views import make_views
+    from local.data.views import make_views
 
     data_dir, cfg = tiny_data
     make_views(cfg["data"], data_dir)

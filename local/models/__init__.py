@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from local.errors import RecipeError
+from local.common.errors import RecipeError
 from asteroid.models import DPRNNTasNet
 
 from local.models.dpcl import DPCLDPRNN

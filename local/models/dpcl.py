@@ -25,7 +25,7 @@ from asteroid.masknn import DPRNN
 from asteroid_filterbanks.transforms import mag
 from torch import nn
 
-from local.kmeans import batched_kmeans
+from local.models.kmeans import batched_kmeans
 from local.models.stft_masker import STFTMasker, log_magnitude_features
 
 

@@ -13,7 +13,7 @@ with the network ("smoothing"): the masked estimates m_i * |X| always sum to the
 Departures, stated: the input is the per-utterance normalised log-magnitude spectrum instead of raw
 magnitudes with context windows, and the recurrences are Asteroid `SingleRNN`s (tanh RNN by default,
 or LSTM/GRU) rather than ReLU RNNs, which diverge without the paper's careful initialisation. The
-discriminative objective of the paper is `loss.name: discriminative` (local/losses.py).
+discriminative objective of the paper is `loss.name: discriminative` (local/training/losses.py).
 """
 from asteroid.masknn.recurrent import SingleRNN
 from torch import nn

@@ -1,6 +1,6 @@
 """Benchmark: parameter count and training throughput of every model family at its default config.
 
-    python -m local.benchmark_models [--tags lstm_2src ...] [--steps 5] [--out exp/benchmarks/models.json]
+    python -m local.benchmarks.models [--tags lstm_2src ...] [--steps 5] [--out exp/benchmarks/models.json]
 
 Throughput is mixtures per second for a forward and backward pass and an optimizer step (the
 config's loss) on batches of the config's size and training mixture length, after one warm-up step,
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from local import io_utils
-from local.config import load_config
-from local.losses import make_loss
+from local.common import io_utils
+from local.common.config import load_config
+from local.training.losses import make_loss
 from local.models import build_model, count_parameters
 
 DEFAULT_TAGS = ("lstm_2src", "vtf_2src", "gab_2src", "drnn_2src", "srnn_2src", "dpcl_dprnn_2spk_small",

@@ -6,7 +6,7 @@ loss; all written atomically), `logs/run<N>/metrics.csv` (CSV logger, one folder
 run keeps the earlier logs), `best_model.pth` (Asteroid `serialize()` package of the best checkpoint)
 and `training.json` (epochs, best validation loss, wall time, parameter count).
 
-An interrupted run (even by kill -9) resumes exactly from `checkpoints/last.ckpt` (local/resumable.py);
+An interrupted run (even by kill -9) resumes exactly from `checkpoints/last.ckpt` (local/training/resumable.py);
 a finished one is skipped. With `training.devices`/`num_nodes` > 1, Lightning runs distributed data
 parallel: every rank runs this same function, the views are sharded per rank, and only global rank 0
 writes the experiment's files.
@@ -24,16 +24,16 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from local import io_utils
-from local.config import ABSENT, changed_keys, default_config, diff_configs, flatten
-from local.provenance import next_run_number, record_run
-from local.dataset import ViewDataset
-from local.errors import RecipeError
-from local.losses import make_loss
+from local.common import io_utils
+from local.common.config import ABSENT, changed_keys, default_config, diff_configs, flatten
+from local.training.provenance import next_run_number, record_run
+from local.data.dataset import ViewDataset
+from local.common.errors import RecipeError
+from local.training.losses import make_loss
 from local.models import build_model, count_parameters, model_package
-from local.resumable import AtomicCheckpointIO, EpochBatchSampler, LastCheckpoint, ResumeState
+from local.training.resumable import AtomicCheckpointIO, EpochBatchSampler, LastCheckpoint, ResumeState
 
-# Lightning warns that a plain DataLoader cannot resume mid-epoch; ours does (local/resumable.py).
+# Lightning warns that a plain DataLoader cannot resume mid-epoch; ours does (local/training/resumable.py).
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 # Groups that may change after training without making the experiment a different one.

@@ -29,7 +29,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 from torch.utils.data import Sampler
 
-from local import io_utils
+from local.common import io_utils
 
 
 def rank_and_world_size():

@@ -31,7 +31,7 @@ from asteroid_filterbanks import Encoder, STFTFB
 from asteroid_filterbanks.transforms import mag
 from torch import nn
 
-from local.errors import RecipeError
+from local.common.errors import RecipeError
 
 
 class PairwiseEuclideanSpectrogram(nn.Module):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from local import io_utils
-from local.errors import RecipeError
+from local.common import io_utils
+from local.common.errors import RecipeError
 
 COLUMNS = ["tag", "state", "model", "n_src", "loss", "pit", "n_parameters", "epochs_trained", "best_val_loss",
            "si_sdri", "sdri", "si_sdr", "sdr", "sir", "sar", "stoi", "pesq", "input_si_sdr", "oracle_irm_si_sdri", "oracle_ibm_si_sdri",

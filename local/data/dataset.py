@@ -12,14 +12,8 @@ import torch
 import torchaudio
 from torch.utils.data import Dataset
 
-from local.errors import RecipeError
-
-
-def n_sources_of(columns):
-    n = 0
-    while f"path_{n}" in columns:
-        n += 1
-    return n
+from local.common.errors import RecipeError
+from local.data.view_csv import n_sources_of
 
 
 class ViewDataset(Dataset):

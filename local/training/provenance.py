@@ -13,8 +13,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from local import io_utils
-from local.config import ROOT
+from local.common import io_utils
+from local.common.config import ROOT
 
 PACKAGES = ("torch", "torchaudio", "asteroid", "asteroid-filterbanks", "pytorch-lightning", "torchmetrics", "numpy",
             "pandas", "soundfile", "pb_bss_eval")

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from local import io_utils  # noqa: E402
+from local.common import io_utils  # noqa: E402
 
 # summary.json keys shown at the top of the page, with their labels
 SUMMARY_FIGURES = [("si_sdr", "SI-SDR"), ("si_sdri", "SI-SDRi"), ("sdr", "SDR"), ("sdri", "SDRi"), ("sir", "SIR"),

@@ -1,6 +1,6 @@
 """Benchmark: evaluation throughput with --nj 1 and --nj 2, and where the time goes.
 
-    python -m local.benchmark_eval [--tag lstm_2src_sisdr] [--exp_dir exp] [--max_mixtures 100]
+    python -m local.benchmarks.eval [--tag lstm_2src_sisdr] [--exp_dir exp] [--max_mixtures 100]
                                    [--out exp_bench/eval.json]
 
 Run it from the directory holding data/ and the trained experiment (after `./run.sh`). It evaluates
@@ -15,10 +15,10 @@ import os
 import shutil
 from pathlib import Path
 
-from local import io_utils
-from local.config import load_config
-from local.evaluate import evaluate
-from local.prepare_data import load_sources
+from local.common import io_utils
+from local.common.config import load_config
+from local.evaluation.evaluate import evaluate
+from local.data.sources import load_sources
 
 
 def main(argv=None):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from local.errors import RecipeError
+from local.common.errors import RecipeError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (local/common/config.py)
 COMMON = ROOT / "conf" / "base" / "common.yml"
 OPEN_GROUPS = ("model",)  # keys validated elsewhere (by the model class)
 

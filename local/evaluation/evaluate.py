@@ -37,12 +37,12 @@ import torch
 from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
 from asteroid.metrics import get_metrics
 
-from local import io_utils
-from local.breakdowns import max_overlap, per_category, per_overlap
-from local.dataset import ViewDataset
-from local.errors import RecipeError
+from local.common import io_utils
+from local.evaluation.breakdowns import max_overlap, per_category, per_overlap
+from local.data.dataset import ViewDataset
+from local.common.errors import RecipeError
 from local.models import load_model, n_sources
-from local.oracle import ORACLES, OracleMasks
+from local.evaluation.oracle import ORACLES, OracleMasks
 
 SPEECH_FORMATS = ("synth_speakers", "wsj0-2mix", "librimix")
 PESQ_RATES = (8000, 16000)  # narrow band and wide band
@@ -207,7 +207,7 @@ def example_sounds(folder, labels):
 
 def save_example(folder, mixture, sources, estimates, labels, sample_rate, filterbank, masks):
     """The wavs and the spectrogram figure of one example."""
-    from local.eval_pages import example_figure
+    from local.evaluation.pages import example_figure
 
     signals = [mixture] + [x for pair in zip(sources, estimates) for x in pair]
     for (_, path), signal in zip(example_sounds(folder, labels), signals):
@@ -282,7 +282,7 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None):
 
 def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, filterbank, out_dir, pool):
     """Separate a chunk of mixtures here, score them in the pool: {rows, source_rows, seconds}."""
-    from local.eval_pages import model_masks
+    from local.evaluation.pages import model_masks
 
     jobs, seconds = [], {"model_seconds": 0.0, "oracle_seconds": 0.0}
     with torch.inference_mode():
@@ -313,7 +313,7 @@ def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, filte
 
 
 def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerprint, seconds, wall, partial):
-    from local.eval_pages import category_figure, write_index
+    from local.evaluation.pages import category_figure, write_index
 
     io_utils.write_csv(df, out_dir / "metrics.csv")
     io_utils.write_csv(per_source, out_dir / "per_source.csv")

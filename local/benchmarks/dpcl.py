@@ -1,6 +1,6 @@
 """Benchmark: memory of the deep-clustering loss, speed of batched k-means, sizes of the speaker models.
 
-    python -m local.benchmark_dpcl [--seconds 4] [--out exp/benchmarks/dpcl.json]
+    python -m local.benchmarks.dpcl [--seconds 4] [--out exp/benchmarks/dpcl.json]
 
 1. Peak memory of `deep_clustering_loss` (forward + backward) for one utterance of `--seconds` at
    8 kHz with the recipe's STFT (256/64) and D = 40, measured as the growth of this process's peak
@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from local import io_utils
+from local.common import io_utils
 
 CHILD = r"""
 import json, sys, torch
-from local.losses import deep_clustering_loss
+from local.training.losses import deep_clustering_loss
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM"):
@@ -66,13 +66,13 @@ def main(argv=None):
     else:
         result["naive_affinity_peak_mb"] = None  # does not fit: analytic only
     # batched k-means on the same number of bins
-    from local.kmeans import batched_kmeans
+    from local.models.kmeans import batched_kmeans
 
     points = torch.nn.functional.normalize(torch.randn(1, n, dim), dim=-1)
     start = time.perf_counter()
     batched_kmeans(points, torch.ones(1, n), 2, 20)
     result["kmeans_seconds"] = round(time.perf_counter() - start, 3)
-    from local.config import load_config
+    from local.common.config import load_config
     from local.models import build_model, count_parameters
 
     result["parameters"] = {tag: count_parameters(build_model(load_config(tag))) for tag in

@@ -1,7 +1,7 @@
 """Benchmark: does the view storage (mixtures built on the fly from a CSV) cost loader throughput,
 compared with precomputed STFT arrays, and how much disk does it save?
 
-    python -m local.benchmark_storage [--tag lstm_2src_sisdr] [--n 600] [--out exp_bench/storage.json]
+    python -m local.benchmarks.storage [--tag lstm_2src_sisdr] [--n 600] [--out exp_bench/storage.json]
 
 Run it from the directory whose data/ holds the prepared views (after `./run.sh --stop_stage 1`).
 Both schemes serve the same first N training views:
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from local import io_utils
-from local.config import load_config
-from local.dataset import ViewDataset
-from local.prepare_data import load_sources
+from local.common import io_utils
+from local.common.config import load_config
+from local.data.dataset import ViewDataset
+from local.data.sources import load_sources
 
 
 class STFTOf(Dataset):

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from local import io_utils
-from local.errors import RecipeError
+from local.common import io_utils
+from local.common.errors import RecipeError
+from local.data.sources import audio_info, load_sources
+from local.data.view_csv import view_columns
 
 # dataset format -> {our split: the dataset's folder name}, the mixture folder, and where the split
 # folders may sit below --data_dir (tried in order).
@@ -64,8 +66,6 @@ def _split_dirs(source_dir, fmt, data_cfg):
 
 def scp_sources(source_dir, out_dir, fmt, data_cfg):
     """Write the scp files of every split; return sources.csv rows (one per source file)."""
-    from local.prepare_data import audio_info
-
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     mix_name = LAYOUTS[fmt]["mix"]
     rows = []
@@ -103,10 +103,6 @@ def scp_sources(source_dir, out_dir, fmt, data_cfg):
 
 def scp_views(data_dir, data_cfg, settings):
     """{split: view DataFrame} from the scp files: seeded windows for train/val, whole utterances for test."""
-    from local.views import view_columns
-
-    from local.prepare_data import load_sources
-
     data_dir = Path(data_dir)
     info, meta_root = load_sources(data_dir)
     info = info.set_index("path")

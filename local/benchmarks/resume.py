@@ -1,6 +1,6 @@
 """Benchmarks for trustworthy training runs: kill -9 and resume, checkpoint overhead, CPU DDP.
 
-    python -m local.benchmark_resume [--tag lstm_2src_sisdr] [--exp_dir exp_bench] [--out exp_bench/resume.json]
+    python -m local.benchmarks.resume [--tag lstm_2src_sisdr] [--exp_dir exp_bench] [--out exp_bench/resume.json]
 
 Run it from a directory whose data/ holds the prepared dataset (after `./run.sh --stop_stage 1`).
 It drives `run.sh --stage 2` as a researcher would and prints, then writes as JSON:
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (local/benchmarks/resume.py)
 PROGRESS = re.compile(r"Epoch (\d+):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
 
 
@@ -126,7 +126,7 @@ def checkpoint_write_seconds(checkpoint, repeats=7):
     step checkpoint, measured directly, since a handful of them in an epoch is below run-to-run noise."""
     import statistics
 
-    from local.resumable import AtomicCheckpointIO
+    from local.training.resumable import AtomicCheckpointIO
 
     state, io, times = torch.load(checkpoint, map_location="cpu", weights_only=True), AtomicCheckpointIO(), []
     probe = Path(checkpoint).with_name("write_probe.ckpt")

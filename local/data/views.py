@@ -20,28 +20,14 @@ import pandas as pd
 import soundfile as sf
 import yaml
 
-from local import io_utils
-from local.errors import RecipeError
-from local.prepare_data import SPLITS, dataset_format, load_sources
-from local.scp_data import SCP_FORMATS, scp_views
+from local.common import io_utils
+from local.common.errors import RecipeError
+from local.data.scp import SCP_FORMATS, scp_views
+from local.data.sources import SPLITS, dataset_format, load_sources
+from local.data.view_csv import view_columns, views_dir
 
 SILENCE_DB = -50.0  # a segment quieter than this (RMS, dBFS) is redrawn
 MAX_REDRAWS = 20
-
-
-def source_columns(i):
-    return [f"path_{i}", f"label_{i}", f"start_{i}", f"end_{i}", f"mix_start_{i}", f"gain_db_{i}"]
-
-
-def view_columns(n_src):
-    cols = ["mixture_id", "length", "sample_rate"]
-    for i in range(n_src):
-        cols += source_columns(i)
-    return cols
-
-
-def views_dir(data_dir, n_src):
-    return Path(data_dir) / f"{n_src}src"
 
 
 def view_settings(data_cfg, sources_csv):

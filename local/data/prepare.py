@@ -6,9 +6,9 @@ the dataset does not fix one: stage 1 then splits each category by `file_selecti
 the listing was made, so that a second run with other settings is refused instead of silently mixed.
 
 Formats:
-  synth   the embedded synthetic categories (local/synth_sounds.py), generated deterministically from
+  synth   the embedded synthetic categories (local/data/synth_sounds.py), generated deterministically from
           `data.synth.seed` into data/<dataset>/wav/<category>/*.wav
-  synth_speakers  procedurally generated voiced speech (local/synth_speech.py), generated
+  synth_speakers  procedurally generated voiced speech (local/data/synth_speech.py), generated
           deterministically into data/<dataset>/wav/<speaker>/*.wav; the label is the speaker, and
           train, val and test have disjoint speakers, as in wsj0-2mix
   folder  a user's folder of category folders: <source_dir>/<category>/*.wav (also .flac, .ogg)
@@ -23,19 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import yaml
 
-from local import io_utils
-from local.errors import RecipeError
-from local.synth_sounds import CATEGORIES, render
-from local.scp_data import SCP_FORMATS, scp_sources
-from local.synth_speech import speaker_params, utterance
+from local.common import io_utils
+from local.common.errors import RecipeError
+from local.data.scp import SCP_FORMATS, scp_sources
+from local.data.sources import MIN_FILES_PER_CATEGORY, SOURCES_COLUMNS, SPLITS, audio_info
+from local.data.synth_sounds import CATEGORIES, render
+from local.data.synth_speech import speaker_params, utterance
 
-SOURCES_COLUMNS = ["path", "label", "split", "duration", "sample_rate", "num_samples"]
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
-SPLITS = ("train", "val", "test")
-MIN_FILES_PER_CATEGORY = len(SPLITS)
 
 
 def resolve_format(data_cfg):
@@ -47,17 +44,6 @@ def resolve_format(data_cfg):
     if fmt not in GENERATED and not data_cfg.get("source_dir"):
         raise RecipeError(f"data.format '{fmt}' reads a dataset on disk: pass --data_dir DIR (data.source_dir)")
     return fmt
-
-
-def audio_info(path):
-    """(sample_rate, frames) of an audio file, or a RecipeError naming it when it is unreadable or empty."""
-    try:
-        info = sf.info(str(path))
-    except Exception as err:  # soundfile raises several types for broken files
-        raise RecipeError(f"cannot read audio file {path}: {err}. Remove or replace it.") from None
-    if info.frames == 0:
-        raise RecipeError(f"audio file {path} is empty (0 samples). Remove or replace it.")
-    return info.samplerate, info.frames
 
 
 def synth_sources(out_dir, data_cfg):
@@ -252,27 +238,3 @@ def prepare(data_cfg, data_dir):
     counts = df.groupby("label").size().to_dict()
     io_utils.write_yaml({"settings": settings, "root": root, "n_files": len(df), "files_per_label": counts}, meta_path)
     print(f"stage 0: wrote {csv_path}: {len(df)} files with {len(counts)} labels", flush=True)
-
-
-def load_sources(data_dir):
-    """(sources DataFrame, absolute dataset root) of a prepared dataset, or a clear error if stage 0 has not run."""
-    data_dir = Path(data_dir)
-    meta_path, csv_path = data_dir / "dataset.yml", data_dir / "sources.csv"
-    if not (meta_path.is_file() and csv_path.is_file()):
-        raise RecipeError(f"{csv_path} not found: run stage 0 first (./run.sh --stage 0 --stop_stage 0)")
-    meta = yaml.safe_load(meta_path.read_text())
-    df = pd.read_csv(csv_path, keep_default_na=False)
-    missing = [c for c in SOURCES_COLUMNS if c not in df.columns]
-    if missing:
-        raise RecipeError(f"{csv_path} lacks column(s) {', '.join(missing)}; re-run stage 0")
-    return df, dataset_root(data_dir, meta)
-
-
-def dataset_format(data_dir):
-    meta = yaml.safe_load((Path(data_dir) / "dataset.yml").read_text())
-    return meta["settings"]["format"]
-
-
-def dataset_root(data_dir, meta):
-    root = Path(meta["root"])
-    return root if root.is_absolute() else (Path(data_dir) / root).resolve()
