@@ -17,6 +17,7 @@ exp_dir=exp        # where experiments go
 nj=2               # parallel jobs (evaluation metrics)
 allow_change=""    # config keys an existing experiment may continue with, changed on purpose
 grid=""            # stage 4: a grid file (conf/grids/*.yml) whose cells get a status table
+compare=""         # stage 4: two tags, the paired difference of their figures on the same test views
 
 help_message="Usage: $0 [options] [--group.key value ...]
 
@@ -42,6 +43,8 @@ Options:
   --allow_change K   continue an experiment with these config keys changed, e.g. 'optim.lr training.epochs'
                      (recorded with the epoch in exp/<tag>/history.txt)
   --grid FILE        stage 4 also reports the status of every cell of a grid file
+  --compare A B      stage 4 instead compares two evaluated experiments: the paired difference B - A of their
+                     SI-SDRi and SDRi on the same test mixtures, with a 95 % bootstrap interval
   --group.key VALUE  override any config key, e.g. --training.epochs 5 --optim.lr 3e-4
   --help             this message
 
@@ -52,6 +55,11 @@ Examples:
   $0 --data_dir ~/sounds --exp_dir exp_sounds  # your own folder of category folders"
 
 . "$root/utils/parse_options.sh"
+# --compare takes two tags: the second is left over by the option parser, then parsing goes on.
+while [ $# -gt 0 ] && [[ "$1" != --* ]] && [ -n "$compare" ] && [[ "$compare" != *" "* ]]; do
+  compare="$compare $1"; shift
+  . "$root/utils/parse_options.sh"
+done
 if [ $# -gt 0 ]; then
   echo "$0: unexpected argument '$1' (options are --name value; see --help)" >&2
   exit 1
@@ -59,13 +67,17 @@ fi
 for n in stage stop_stage nj; do
   [[ "${!n}" =~ ^[0-9]+$ ]] || { echo "$0: --$n must be a non-negative integer, got '${!n}'" >&2; exit 1; }
 done
+if [ "$stage" -gt 4 ] || [ "$stage" -gt "$stop_stage" ]; then
+  echo "$0: --stage $stage --stop_stage $stop_stage selects no stage; stages are 0 to 4 and --stage <= --stop_stage" >&2
+  exit 1
+fi
 
 . "$root/utils/setup_env.sh"
 export LISTENER_COMMAND="$command_line"
 
 recipe() {
   "$LISTENER_PY" -m local.recipe "$1" --tag "$tag" --data_dir "$data_dir" --dataset "$dataset" \
-    --data_root "$data_root" --exp_dir "$exp_dir" --nj "$nj" --allow_change "$allow_change" --grid "$grid" "${config_overrides[@]+"${config_overrides[@]}"}"
+    --data_root "$data_root" --exp_dir "$exp_dir" --nj "$nj" --allow_change "$allow_change" --grid "$grid" --compare "$compare" "${config_overrides[@]+"${config_overrides[@]}"}"
 }
 
 banner() {
@@ -79,5 +91,5 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then banner 0 "data preparatio
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then banner 1 "views"; recipe views; fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then banner 2 "training ($tag)"; recipe train; fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then banner 3 "evaluation ($tag)"; recipe eval; fi
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then banner 4 "report"; recipe report; fi
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then banner 4 "${compare:+comparison }report"; recipe report; fi
 echo "run.sh: stages $stage..$stop_stage done in ${SECONDS} s"

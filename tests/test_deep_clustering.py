@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 
 from local.common.config import load_config
 from local.models.kmeans import batched_kmeans
-from local.training.losses import deep_clustering_loss, make_loss
+from local.training.losses import (deep_clustering_loss, make_loss, truncated_psa_target,
+                                   whitened_deep_clustering_loss)
 from local.models import build_model
 
 
@@ -89,3 +91,61 @@ def test_chimera_objective_trains_both_heads():
     with torch.no_grad():
         masks = model.eval().masker(model.stft(sources.sum(1)))
     torch.testing.assert_close(masks.sum(dim=1), torch.ones_like(masks[:, 0]))  # softmax MI masks
+
+
+def naive_whitened_dc_loss(embedding, target, weights, n_src):
+    """Wang, Le Roux and Hershey 2018, Eq. 7 in its affinity form: the squared Frobenius distance between the
+    whitened affinities V (V^T V)^-1 V^T and Y (Y^T Y)^-1 Y^T (N x N), with V and Y weighted by W^1/2."""
+    losses = []
+    for v, t, w in zip(embedding.numpy(), target.numpy(), weights.numpy()):
+        y = np.eye(n_src)[t] * np.sqrt(w)[:, None]
+        v = v * np.sqrt(w)[:, None]
+        a = v @ np.linalg.inv(v.T @ v) @ v.T
+        b = y @ np.linalg.inv(y.T @ y) @ y.T
+        losses.append(((a - b) ** 2).sum())
+    return float(np.mean(losses))
+
+
+def test_whitened_dc_loss_equals_the_papers_equation():
+    torch.manual_seed(3)
+    v = torch.nn.functional.normalize(torch.randn(3, 400, 8, dtype=torch.float64), dim=-1)
+    t = torch.randint(0, 3, (3, 400))
+    w = (torch.rand(3, 400) > 0.2).to(torch.float64)
+    got = whitened_deep_clustering_loss(v, t, w, 3, eps=1e-12).item()
+    assert got == pytest.approx(naive_whitened_dc_loss(v, t, w, 3), rel=1e-5)
+    # ideal embeddings (the one-hot partition itself, D = C) reach the minimum D - C = 0
+    ideal = torch.nn.functional.one_hot(t, 3).to(torch.float64)
+    assert whitened_deep_clustering_loss(ideal, t, torch.ones_like(w), 3, eps=1e-12).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_truncated_psa_target_follows_its_definition():
+    torch.manual_seed(4)
+    mix, src = torch.randn(2, 2 * 9, 6), torch.randn(2, 3, 2 * 9, 6)
+    xc = torch.complex(mix[:, :9], mix[:, 9:]).unsqueeze(1)
+    sc = torch.complex(src[:, :, :9], src[:, :, 9:])
+    expected = torch.minimum((sc.abs() * torch.cos(sc.angle() - xc.angle())).clamp(min=0), xc.abs())
+    torch.testing.assert_close(truncated_psa_target(mix, src), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_chimera_configs_are_chimera_plus_plus_as_published():
+    for tag in ("chimera_dprnn_2spk", "chimera_dprnn_2spk_small"):
+        loss = load_config(tag)["loss"]
+        assert (loss["dc"], loss["mi"], loss["alpha"]) == ("whitened", "tpsa", 0.975), tag
+
+
+def test_kmeans_restarts_never_do_worse_than_one_start():
+    """With restarts, each utterance keeps the lowest weighted inertia, so it is at most the single start's."""
+    torch.manual_seed(5)
+    centres = torch.randn(4, 3, 6) * 2
+    points = centres[torch.arange(4)[:, None], torch.randint(0, 3, (4, 500))] + torch.randn(4, 500, 6)
+    points[:, :5] += 30  # outliers that a farthest-point start picks as centres
+    weights = torch.ones(4, 500)
+
+    def inertia(labels, centres_):
+        return ((points - centres_.gather(1, labels[..., None].expand(-1, -1, 6))) ** 2).sum(-1).sum(-1)
+
+    one = inertia(*batched_kmeans(points, weights, 3, n_init=1))
+    many = inertia(*batched_kmeans(points, weights, 3, n_init=10))
+    assert torch.all(many <= one + 1e-4) and torch.any(many < one - 1.0)
+    again = batched_kmeans(points, weights, 3, n_init=10)[0]
+    assert torch.equal(again, batched_kmeans(points, weights, 3, n_init=10)[0])  # seeded

@@ -116,3 +116,22 @@ def test_metadata_missing_a_column_is_named(fsd_tree, esc50_tree, tiny_cfg, tmp_
 def test_unknown_format_is_refused(tiny_cfg):
     with pytest.raises(RecipeError, match="unknown data.format 'wsj'"):
         prepare(dict(tiny_cfg["data"], format="wsj"), "unused")
+
+
+def test_file_selection_range_is_ignored_with_a_message_where_the_dataset_fixes_splits(esc50_tree, tmp_path, capsys):
+    """Without the recipe's `null`, the default range used to keep 2 of 3 train clips and 0 of 1 test clip per
+    category inside ESC-50's folds, silently. Now every clip of a fold is used, and the run says so."""
+    from local.data.views import make_views, split_candidates
+    from local.data.sources import load_sources
+
+    cfg = load_config("lstm_2src", ["data.format=esc50", f"data.source_dir={esc50_tree}", "data.mixture_seconds=0.5",
+                                    "data.n_mixtures={train: 4, val: 2, test: 2}"])
+    assert cfg["data"]["file_selection_range"] is not None  # the default range, not the recipe's null
+    data_dir = tmp_path / "esc50"
+    prepare(cfg["data"], data_dir)
+    sources, _ = load_sources(data_dir)
+    candidates = split_candidates(sources, cfg["data"])
+    assert {split: sum(map(len, per_label.values())) for split, per_label in candidates.items()} == \
+        {"train": 12, "val": 4, "test": 4}  # 4 categories x 3, 1 and 1 folds
+    make_views(cfg["data"], data_dir)
+    assert "data.file_selection_range is ignored" in capsys.readouterr().out

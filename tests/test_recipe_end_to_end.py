@@ -59,11 +59,20 @@ def test_evaluation_figures_are_consistent(recipe):
     rows = pd.read_csv(ev / "metrics.csv")
     per_source = pd.read_csv(ev / "per_source.csv")
     assert len(rows) == summary["n_mixtures"] == 6 and len(per_source) == 12
-    for key in ["si_sdr", "sdr", "sir", "sar", "stoi", "input_si_sdr", "si_sdri", "sdri", "oracle_irm_si_sdri"]:
+    for key in ["si_sdr", "sdr", "sir", "sar", "input_si_sdr", "si_sdri", "sdri", "oracle_ratio_si_sdri",
+                "oracle_psm_si_sdri", "oracle_ibm_si_sdri", "fixed_order_si_sdri"]:
         assert summary[key] == pytest.approx(rows[key].mean(), abs=1e-3), key
+        assert summary[key] == pytest.approx(per_source[key].mean(), abs=1e-3), key
+    assert "stoi" not in summary and "pesq" not in summary  # environmental sounds: no speech metrics
+    assert summary["loss_domain"] == "magnitude" and summary["bound"] == "psm"  # LSTM with sigmoid masks
+    assert summary["share_of_bound"] == pytest.approx(summary["si_sdri"] / summary["oracle_psm_si_sdri"], abs=1e-3)
+    assert summary["permuted_share"] == pytest.approx((rows["permutation"] != "0 1").mean(), abs=1e-3)
+    low, high = summary["si_sdri_ci95"]
+    assert low <= summary["si_sdri"] <= high and low < high
     assert summary["si_sdri"] == pytest.approx(summary["si_sdr"] - summary["input_si_sdr"], abs=1e-3)
     assert rows["si_sdr"].mean() == pytest.approx(per_source["si_sdr"].mean(), abs=1e-3)
-    assert summary["oracle_irm_si_sdri"] > 8  # the ratio mask separates synth categories well
+    assert summary["oracle_ratio_si_sdri"] > 8  # the ratio mask separates synth categories well
+    assert summary["oracle_psm_si_sdri"] > summary["oracle_ratio_si_sdri"]  # the PSM is the [0, 1] bound
     assert set(rows["permutation"]) <= {"0 1", "1 0"}
     examples = sorted(p.name for p in (ev / "examples").iterdir())
     assert examples == sorted(summary["examples"]) and len(examples) == 2
@@ -87,6 +96,72 @@ def test_stage_3_alone_reevaluates_without_training(recipe):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "stage 2" not in result.stdout and "evaluating tiny on 6 test mixtures" in result.stdout
     assert (work / "exp" / "tiny" / "eval" / "summary.json").is_file()
+
+
+def test_stage_3_evaluates_the_frozen_config(recipe):
+    """Stage 3 uses exp/<tag>/conf.yml: a conflicting command-line key is refused by name; an edited conf/<tag>.yml
+    is reported and not used; eval.* may change."""
+    work, _ = recipe
+    refused = run(work, "--stage", "3", "--tag", "tiny", "--filterbank.stride", "32")
+    assert refused.returncode == 1 and "filterbank.stride = 32 (trained with 64)" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    other = run(work, "--stage", "3", "--tag", "tiny", "--dataset", "other")
+    assert other.returncode == 1 and "data.dataset = 'other' (trained with 'synth')" in other.stderr
+    conf = work / "conf" / "tiny.yml"
+    original = conf.read_text()
+    try:
+        conf.write_text(yaml.safe_dump(dict(TINY, filterbank={"stride": 32})))
+        edited = run(work, "--stage", "3", "--stop_stage", "3", "--tag", "tiny", "--eval.bootstrap", "200")
+    finally:
+        conf.write_text(original)
+    assert edited.returncode == 0, edited.stderr[-2000:]
+    assert "now differs in filterbank.stride (not used)" in edited.stdout
+    summary = json.loads((work / "exp" / "tiny" / "eval" / "summary.json").read_text())
+    assert summary["filterbank"]["stride"] == 64 and summary["eval_config"]["bootstrap"] == 200
+
+
+def test_bad_values_and_empty_stage_ranges_are_one_line_errors(recipe):
+    work, _ = recipe
+    for args, words in [(["--optim.lr", "abc"], "optim.lr = 'abc'"), (["--training.batch_size", "0"], "training.batch_size = 0"),
+                        (["--filterbank.stride", "0"], "filterbank.stride = 0"), (["--training.epochs", "-1"], "training.epochs = -1"),
+                        (["--data.n_mixtures", "{train:200,val:20,test:40}"], "data.n_mixtures"),
+                        (["--stage", "7"], "selects no stage"), (["--stage", "3", "--stop_stage", "1"], "selects no stage")]:
+        result = run(work, "--tag", "tiny", "--exp_dir", "exp_bad", *(args if "--stage" in args else ["--stage", "2", *args]))
+        assert result.returncode == 1, args
+        assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, (args, result.stderr)
+    assert not (work / "exp_bad").exists()
+
+
+def test_edited_view_csv_is_caught_before_training(recipe):
+    work, _ = recipe
+    views = work / "data" / "synth" / "2src"
+    train = views / "train.csv"
+    original = train.read_text()
+    try:
+        df = pd.read_csv(train)
+        df.loc[3, "path_1"] = "wav/nosuch/file.wav"
+        df.to_csv(train, index=False)
+        missing = run(work, "--stage", "2", "--stop_stage", "2", "--tag", "tiny", "--exp_dir", "exp_views")
+        assert missing.returncode == 1 and "train.csv row 5" in missing.stderr and "nosuch/file.wav" in missing.stderr
+        df.drop(columns=["gain_db_1"]).to_csv(train, index=False)
+        no_column = run(work, "--stage", "2", "--stop_stage", "2", "--tag", "tiny", "--exp_dir", "exp_views")
+        assert no_column.returncode == 1 and "lacks column(s) gain_db_1" in no_column.stderr
+        assert "Traceback" not in missing.stderr + no_column.stderr
+    finally:
+        train.write_text(original)
+
+
+def test_paired_comparison_of_two_experiments(recipe):
+    work, _ = recipe
+    import shutil
+
+    shutil.copytree(work / "exp" / "tiny", work / "exp" / "tiny_copy")
+    result = run(work, "--stage", "4", "--compare", "tiny", "tiny_copy")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads((work / "exp" / "compare_tiny_vs_tiny_copy.json").read_text())
+    assert out["n_mixtures"] == 6 and out["si_sdri"]["mean"] == 0 and out["si_sdri"]["ci95"] == [0, 0]
+    assert "no difference shown" in result.stdout
+    shutil.rmtree(work / "exp" / "tiny_copy")
 
 
 def test_changed_config_is_refused_with_a_diff(recipe):

@@ -121,7 +121,7 @@ def test_dpcl_recipe_end_to_end(dpcl_experiment):
     assert len(speakers["train"]) == 4 and not speakers["train"] & speakers["test"] and not speakers["val"] & speakers["test"]
     summary = yaml.safe_load((work / "exp" / "tiny_dpcl" / "eval" / "summary.json").read_text())
     assert summary["model"] == "dpcl_dprnn" and summary["n_mixtures"] == 4
-    assert summary["oracle_irm_si_sdri"] > 5
+    assert summary["oracle_ratio_si_sdri"] > 5
     assert 1.0 <= summary["pesq"] <= 4.6  # speech at 8 kHz: narrow-band PESQ (eval.pesq: auto)
     assert summary["oracle_ibm_si_sdri"] > 5
     rows = pd.read_csv(work / "exp" / "tiny_dpcl" / "eval" / "metrics.csv")

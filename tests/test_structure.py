@@ -115,3 +115,21 @@ def test_every_room_is_a_documented_package(room):
     init = LOCAL / room / "__init__.py"
     assert init.is_file(), f"local/{room}/ needs an __init__.py"
     assert ast.get_docstring(ast.parse(init.read_text())), f"local/{room}/__init__.py should say what the room holds"
+
+
+def test_every_module_of_local_is_tracked_by_git():
+    """A module that exists only on one machine (say, caught by a .gitignore pattern) breaks every fresh clone."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (LOCAL.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = set(subprocess.run(["git", "ls-files", "local"], cwd=LOCAL.parent, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    on_disk = {str(p.relative_to(LOCAL.parent)) for p in LOCAL.rglob("*.py")}
+    ignored = subprocess.run(["git", "check-ignore", *sorted(on_disk)], cwd=LOCAL.parent, capture_output=True,
+                             text=True).stdout.split()
+    assert not ignored, f"modules ignored by .gitignore: {ignored}"
+    untracked = sorted(on_disk - tracked)
+    if untracked:  # new modules of work in progress are fine, as long as git would take them
+        assert all(p not in ignored for p in untracked)

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from local.common.errors import RecipeError
+from local.common.schema import validate
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (local/common/config.py)
 COMMON = ROOT / "conf" / "base" / "common.yml"
@@ -188,7 +189,7 @@ def load_config(tag, overrides=(), dirs=None):
     check_keys(own, schema, str(path))
     cfg = apply_overrides(deep_merge(schema, own), overrides, schema)
     cfg["tag"] = tag
-    return cfg
+    return validate(cfg, f"{path} with the command line")
 
 
 def flatten(cfg, prefix=""):
@@ -214,3 +215,35 @@ def changed_keys(old, new):
 def diff_configs(old, new):
     """Readable lines 'key: old -> new' for every key that differs between two configs."""
     return [f"  {key}: {a!r} -> {b!r}" for key, a, b in changed_keys(old, new)]
+
+
+def override_keys(overrides):
+    """The dotted keys that command-line overrides set ('group.key=value' -> 'group.key')."""
+    return {".".join(parse_override(text)[0]) for text in overrides}
+
+
+def evaluation_config(frozen_path, requested, explicit_keys):
+    """The config stage 3 evaluates an experiment with: its frozen conf.yml, with the `eval` group from the
+    request (conf/<tag>.yml plus the command line), since evaluation settings may change freely.
+
+    Anything else comes from the frozen file, so that the oracle sees the model's STFT and the views are
+    the ones it was trained for. A key set on the command line that contradicts the frozen value is
+    refused, naming it; a difference that comes from conf/<tag>.yml having been edited since is reported.
+    """
+    frozen = deep_merge(default_config(), _read_yaml(frozen_path))  # keys added since, at their defaults
+    cfg = copy.deepcopy(frozen)
+    cfg["eval"] = deep_merge(frozen.get("eval") or {}, requested["eval"])
+    cfg["tag"] = requested["tag"]
+    differences = [(k, a, b) for k, a, b in changed_keys(frozen, requested) if k.split(".")[0] not in ("eval", "tag")]
+    refused = [(k, a, b) for k, a, b in differences if k in explicit_keys]
+    if refused:
+        lines = "; ".join(f"{k} = {b!r} (trained with {a!r})" for k, a, b in refused)
+        raise RecipeError(f"stage 3 evaluates the experiment as it was trained ({frozen_path}), but the command line "
+                          f"asks for {lines}. Drop those options (only eval.* may change at stage 3), or train another "
+                          f"--tag with them.")
+    defaults = flatten(default_config())
+    edited = [k for k, _, new in differences if k not in defaults or new != defaults[k]]  # not just a new default
+    if edited:
+        print(f"stage 3: evaluating with {frozen_path}; conf/{requested['tag']}.yml now differs in "
+              f"{', '.join(edited)} (not used)", flush=True)
+    return cfg

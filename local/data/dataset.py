@@ -13,7 +13,7 @@ import torchaudio
 from torch.utils.data import Dataset
 
 from local.common.errors import RecipeError
-from local.data.view_csv import n_sources_of
+from local.data.view_csv import check_views, n_sources_of
 
 
 class ViewDataset(Dataset):
@@ -34,6 +34,7 @@ class ViewDataset(Dataset):
         self.n_src = n_sources_of(self.df.columns)
         if self.n_src == 0 or "length" not in self.df.columns:
             raise RecipeError(f"{self.csv_path} is not a view CSV (no path_0 / length columns); re-run stage 1")
+        check_views(self.df, self.csv_path, root)
         rates = self.df["sample_rate"].unique()
         if len(rates) != 1:
             raise RecipeError(f"{self.csv_path} mixes sample rates {sorted(rates)}; a view CSV has one rate")

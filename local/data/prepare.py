@@ -11,7 +11,8 @@ Formats:
   synth_speakers  procedurally generated voiced speech (local/data/synth_speech.py), generated
           deterministically into data/<dataset>/wav/<speaker>/*.wav; the label is the speaker, and
           train, val and test have disjoint speakers, as in wsj0-2mix
-  folder  a user's folder of category folders: <source_dir>/<category>/*.wav (also .flac, .ogg)
+  folder  a user's folder of category folders: <source_dir>/<category>/*.wav (and every other format this
+          libsndfile reads: .flac, .ogg/.oga/.opus, .mp3, .aiff, ...); other files are named and skipped
   esc50   ESC-50 (Piczak 2015): <source_dir>/meta/esc50.csv (filename, fold, target, category, esc10,
           src_file, take) and <source_dir>/audio/<filename>; the folds make the splits (`data.folds`)
   fsdkaggle2018  FSDKaggle2018 (Fonseca et al. 2018): the train audio folder and its metadata CSV
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import yaml
 
 from local.common import io_utils
@@ -32,7 +34,11 @@ from local.data.sources import MIN_FILES_PER_CATEGORY, SOURCES_COLUMNS, SPLITS, 
 from local.data.synth_sounds import CATEGORIES, render
 from local.data.synth_speech import speaker_params, utterance
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+# File suffixes read as audio: every container this libsndfile reads (MP3 from libsndfile 1.1 on).
+_SUFFIXES_BY_FORMAT = {"WAV": [".wav"], "WAVEX": [".wav"], "FLAC": [".flac"], "OGG": [".ogg", ".oga", ".opus"],
+                       "MP3": [".mp3"], "AIFF": [".aif", ".aiff", ".aifc"], "AU": [".au", ".snd"], "W64": [".w64"],
+                       "CAF": [".caf"], "RF64": [".rf64"]}
+AUDIO_SUFFIXES = {suffix for fmt in sf.available_formats() for suffix in _SUFFIXES_BY_FORMAT.get(fmt, [])}
 
 
 def resolve_format(data_cfg):
@@ -97,7 +103,14 @@ def folder_sources(source_dir):
         raise RecipeError(f"--data_dir {source_dir} has no category folders; expected {source_dir}/<category>/*.wav")
     rows = []
     for cat_dir in categories:
-        files = sorted(p for p in cat_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        listed = sorted(p for p in cat_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = [p for p in listed if p.suffix.lower() in AUDIO_SUFFIXES]
+        skipped = [p for p in listed if p.suffix.lower() not in AUDIO_SUFFIXES]
+        if skipped:
+            print(f"  folder: {cat_dir.name}: skipped {len(skipped)} file(s) that are not audio this soundfile reads "
+                  f"({', '.join(sorted({p.suffix or '(no suffix)' for p in skipped}))}): "
+                  f"{', '.join(str(p.relative_to(source_dir)) for p in skipped[:5])}"
+                  f"{' ...' if len(skipped) > 5 else ''}", flush=True)
         if len(files) < MIN_FILES_PER_CATEGORY:
             raise RecipeError(
                 f"category folder {cat_dir} has {len(files)} audio file(s); each category needs at least "

@@ -30,14 +30,20 @@ SILENCE_DB = -50.0  # a segment quieter than this (RMS, dBFS) is redrawn
 MAX_REDRAWS = 20
 
 
-def view_settings(data_cfg, sources_csv):
-    """Everything a view CSV depends on; stored next to the views to refuse a silent mismatch."""
+def fixes_splits(sources):
+    """True when sources.csv assigns every file a split (ESC-50 folds, speakers, scp lists)."""
+    return bool(len(sources)) and bool((sources["split"].astype(str).str.len() > 0).all())
+
+
+def view_settings(data_cfg, sources_csv, fixed_splits=False):
+    """Everything a view CSV depends on; stored next to the views to refuse a silent mismatch.
+    `file_selection_range` does not apply (and is recorded as null) where the dataset fixes its splits."""
     return {
         "n_src": int(data_cfg["n_src"]),
         "sample_rate": int(data_cfg["sample_rate"]),
         "mixture_seconds": float(data_cfg["mixture_seconds"]),
         "n_mixtures": {s: int(data_cfg["n_mixtures"][s]) for s in SPLITS},
-        "file_selection_range": data_cfg["file_selection_range"],
+        "file_selection_range": None if fixed_splits else data_cfg["file_selection_range"],
         "level_db_range": [float(v) for v in data_cfg["level_db_range"]],
         "view_seed": int(data_cfg["view_seed"]),
         "drop_small_categories": bool(data_cfg.get("drop_small_categories")),
@@ -70,11 +76,8 @@ def split_candidates(sources, data_cfg):
         per_label = {}
         for label, group in sources.groupby("label", sort=True):
             group = group.sort_values("path")
-            if has_split.all():
+            if has_split.all():  # the dataset's own split; file_selection_range does not apply
                 group = group[group["split"] == split]
-                if split in ranges and ranges[split] is not None and len(group):
-                    start, end = _select_range(len(group), ranges[split], split)
-                    group = group.iloc[start:end]
             else:
                 if split not in ranges:
                     raise RecipeError(f"the dataset fixes no splits: data.file_selection_range.{split} is required")
@@ -150,7 +153,11 @@ def make_views(data_cfg, data_dir, announce_skip=True):
     """Write data_dir/<n>src/{train,val,test}.csv (skipped when identical views exist)."""
     data_dir = Path(data_dir)
     sources, root = load_sources(data_dir)
-    settings = view_settings(data_cfg, data_dir / "sources.csv")
+    fixed = fixes_splits(sources)
+    if fixed and data_cfg.get("file_selection_range"):
+        print(f"stage 1: {data_dir}/sources.csv fixes the train/val/test split of every file; "
+              f"data.file_selection_range is ignored (every file of a split is used)", flush=True)
+    settings = view_settings(data_cfg, data_dir / "sources.csv", fixed)
     out_dir = views_dir(data_dir, settings["n_src"])
     meta_path = out_dir / "views.yml"
     if meta_path.is_file():

@@ -6,8 +6,8 @@ breakdowns can be traced back to (and checked against) the rows it averages.
 import numpy as np
 
 # Columns averaged in the breakdowns, in this order, when the evaluation has them.
-FIGURES = ["input_si_sdr", "si_sdr", "si_sdri", "sdr", "sdri", "sir", "sar", "stoi", "pesq",
-           "oracle_irm_si_sdri", "oracle_ibm_si_sdri"]
+FIGURES = ["input_si_sdr", "si_sdr", "si_sdri", "sdr", "sdri", "sir", "sar", "stoi", "pesq", "fixed_order_si_sdri",
+           "oracle_psm_si_sdri", "oracle_ibm_si_sdri", "oracle_ratio_si_sdri"]
 
 
 def per_category(per_source):

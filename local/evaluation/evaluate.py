@@ -6,15 +6,17 @@ Writes exp/<tag>/eval/:
 - `per_source.csv`: one row per source with its label (and the oracle figures for that source);
 - `per_category.csv` / `per_category.png`: means per label, worst first (which sounds are hard);
   `per_overlap.csv` where the number of overlapping sources varies;
-- `summary.json`: means, SI-SDRi / SDRi, the oracle ideal ratio and binary masks on the same views,
-  timings (model, oracle and metric seconds);
+- `summary.json`: means over sources, SI-SDRi / SDRi with bootstrap 95 % confidence intervals, the oracle
+  masks on the same views, the bound that applies to the model and its share of it, timings;
 - `examples/<mixture_id>/`: mixture, references and estimates as wav, and `spectrograms.png`, for a few
   mixtures chosen with a fixed seed;
 - `index.html`: all of it on one page that opens from disk.
 
-Metrics are Asteroid's `get_metrics` (SI-SDR, SDR/SIR/SAR from pb_bss_eval's BSS-eval, STOI, and PESQ
-for speech at 8 or 16 kHz, NaN for a source it cannot score). Estimates are first put in the order that maximises SI-SDR (Asteroid's PIT),
-so every metric, example and the permutation column refer to the same assignment.
+Metrics are local/evaluation/metrics.py (SI-SDR; SDR/SIR/SAR by fast_bss_eval or pb_bss_eval; STOI and
+PESQ for speech). Estimates are first put in the order that maximises SI-SDR (Asteroid's PIT), and every
+metric, example and the permutation column refer to that one assignment. A model trained in a fixed order
+(`loss.pit: false`) also gets its fixed-order SI-SDRi and the share of mixtures whose best assignment is not
+its own order, so that slot errors are visible.
 
 Mixtures go through the model in chunks; the metrics of a chunk run in `--nj` worker processes with
 single-threaded BLAS (one worker with --nj 1, so that results are identical for every N). Each finished
@@ -35,18 +37,19 @@ import numpy as np
 import pandas as pd
 import torch
 from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
-from asteroid.metrics import get_metrics
 
 from local.common import io_utils
 from local.evaluation.breakdowns import max_overlap, per_category, per_overlap
 from local.data.dataset import ViewDataset
 from local.common.errors import RecipeError
+from local.evaluation.metrics import BSS_BACKENDS, PESQ_RATES, si_sdr, source_metrics
+from local.evaluation.oracle import ORACLES, OracleMasks, bound_for
+from local.evaluation.uncertainty import bootstrap_ci
 from local.models import load_model, n_sources
-from local.evaluation.oracle import ORACLES, OracleMasks
 
 SPEECH_FORMATS = ("synth_speakers", "wsj0-2mix", "librimix")
-PESQ_RATES = (8000, 16000)  # narrow band and wide band
 CHUNK = 32  # mixtures separated before their metrics are computed
+MODEL_BATCH = 8  # mixtures per forward pass
 
 
 def best_permutation(estimates, sources):
@@ -57,61 +60,63 @@ def best_permutation(estimates, sources):
     return PITLossWrapper.reorder_source(estimates[None], indices)[0], indices[0].tolist()
 
 
+def _speech_metric(cfg, name):
+    """eval.stoi / eval.pesq: true, false, or auto (= the data is speech)."""
+    value = cfg["eval"][name]
+    return cfg["data"]["format"] in SPEECH_FORMATS if value == "auto" else bool(value)
+
+
 def metric_names(cfg):
-    """eval.metrics, plus PESQ where the data is speech at 8 or 16 kHz (eval.pesq: auto)."""
-    names = list(cfg["eval"]["metrics"])
-    pesq = cfg["eval"]["pesq"]
+    """eval.metrics (SI-SDR always), plus STOI and PESQ where the data is speech (eval.stoi/pesq: auto)."""
+    names = ["si_sdr"] + [m for m in cfg["eval"]["metrics"] if m != "si_sdr"]
     rate = int(cfg["data"]["sample_rate"])
-    if pesq == "auto":
-        pesq = cfg["data"]["format"] in SPEECH_FORMATS and rate in PESQ_RATES
+    pesq = _speech_metric(cfg, "pesq") and (cfg["eval"]["pesq"] is True or rate in PESQ_RATES)
     if pesq and rate not in PESQ_RATES:
         raise RecipeError(f"eval.pesq: PESQ is defined at 8 or 16 kHz, the data is at {rate} Hz; set eval.pesq false")
-    return names + (["pesq"] if pesq and "pesq" not in names else [])
+    return names + ["stoi"] * _speech_metric(cfg, "stoi") + ["pesq"] * pesq
 
 
-def pesq_scores(reference, estimates, sample_rate):
-    """PESQ (ITU-T P.862; narrow band at 8 kHz, wide band at 16 kHz) of each estimate against its
-    reference, NaN where PESQ finds no utterance to score, instead of failing the mixture (pb_bss_eval,
-    behind get_metrics, scores all sources in one call and raises for any)."""
-    import pesq
-
-    mode = {8000: "nb", 16000: "wb"}[sample_rate]
-    scores = [pesq.pesq(sample_rate, ref, est, mode, on_error=pesq.PesqError.RETURN_VALUES)
-              for ref, est in zip(reference, estimates)]
-    return np.array([s if s >= -0.5 else np.nan for s in scores], dtype=float)  # error codes are negative integers
-
-
-def _per_source(mix, sources, estimates, sample_rate, metrics):
-    """{metric: [n_src] array}: get_metrics for everything but PESQ, `pesq_scores` for PESQ."""
-    plain = [m for m in metrics if m != "pesq"]
-    values = get_metrics(mix[None], sources, estimates, sample_rate=sample_rate, metrics_list=plain, average=False)
-    if "pesq" in metrics:
-        values["input_pesq"] = pesq_scores(sources, np.broadcast_to(mix, sources.shape), sample_rate)
-        values["pesq"] = pesq_scores(sources, estimates, sample_rate)
-    return {key: np.broadcast_to(np.asarray(value, dtype=float).reshape(-1), (len(sources),))
-            for key, value in values.items()}
+def _mean(values):
+    """Mean over the finite values (NaN if none): a source PESQ could not score does not void its mixture."""
+    values = np.asarray(values, dtype=float)
+    return float(values[~np.isnan(values)].mean()) if (~np.isnan(values)).any() else float("nan")
 
 
 def score_mixture(job):
     """Metrics of one mixture (runs in a worker process): (index, mixture row, per-source rows, seconds)."""
     start = time.process_time()
-    meta, sources, sample_rate = job["meta"], job["sources"], job["sample_rate"]
-    per_src = _per_source(job["mixture"], sources, job["estimates"], sample_rate, job["metrics"])
-    for kind, estimates in job["oracles"].items():
-        values = get_metrics(job["mixture"][None], sources, estimates, sample_rate=sample_rate, metrics_list=["si_sdr"],
-                             average=False)
-        per_src[f"oracle_{kind}_si_sdr"] = np.ravel(values["si_sdr"])
-        per_src[f"oracle_{kind}_si_sdri"] = np.ravel(values["si_sdr"] - values["input_si_sdr"])
+    meta, sources = job["meta"], job["sources"]
+    per_src = source_metrics(job["mixture"], sources, job["estimates"], job["sample_rate"], job["metrics"],
+                             job["backend"])
     for name in ("si_sdr", "sdr"):
         if name in per_src:
             per_src[name + "i"] = per_src[name] - per_src["input_" + name]
+    if job["fixed_order"] is not None:  # the model's own output order, before the PIT reassignment
+        per_src["fixed_order_si_sdri"] = si_sdr(sources, job["fixed_order"]) - per_src["input_si_sdr"]
+    for kind, estimates in job["oracles"].items():
+        per_src[f"oracle_{kind}_si_sdr"] = si_sdr(sources, estimates)
+        per_src[f"oracle_{kind}_si_sdri"] = per_src[f"oracle_{kind}_si_sdr"] - per_src["input_si_sdr"]
     src_rows = [{"mixture_id": meta["mixture_id"], "source": i, "label": label,
                  **{key: float(value[i]) for key, value in per_src.items()}} for i, label in enumerate(meta["labels"])]
-    # the mixture's row: the mean over its sources of every figure (NaN if PESQ could not score one)
+    # the mixture's row: the mean over its sources of every figure (over the scored ones for PESQ)
     row = {"mixture_id": meta["mixture_id"], "labels": " ".join(meta["labels"]),
            "permutation": " ".join(map(str, meta["permutation"])), "max_overlap": meta["max_overlap"],
-           **{key: float(np.mean(value)) for key, value in per_src.items()}}
+           **{key: _mean(value) for key, value in per_src.items()}}
+    if job["fixed_order"] is not None:
+        row["permuted"] = int(meta["permutation"] != sorted(meta["permutation"]))
     return job["index"], row, src_rows, time.process_time() - start
+
+
+def loss_domain(cfg):
+    """What the training objective compared: waveforms (SI-SDR), embeddings (deep clustering) or the
+    spectrogram domain of a spectrogram loss; the report shows it so that cells with different objectives
+    are not compared silently."""
+    name = cfg["loss"]["name"]
+    if name == "sisdr":
+        return "waveform"
+    if name == "deep_clustering":
+        return f"embedding ({cfg['loss']['dc']})"
+    return cfg["loss"]["domain"]
 
 
 def file_sha256(path):
@@ -143,10 +148,35 @@ def _quiet_worker():
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+class InProcess:
+    """The metrics of --nj 1, in this process but with one BLAS and one torch thread, as in the workers of
+    `metric_pool`: the same kernels give the same figures for every --nj, without spawning a worker
+    (whose start, importing torch, costs seconds)."""
+
+    def map(self, function, jobs):
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with threadpool_limits(limits=1), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return [function(job) for job in jobs]
+        finally:
+            torch.set_num_threads(threads)
+
+    def shutdown(self, **_):
+        pass
+
+
 def metric_pool(nj):
     """N fresh worker processes for the metrics, each with single-threaded BLAS: BSS-eval's solves
     are BLAS-bound, and N multi-threaded workers on N cores run slower than one (measured: 0.65 s vs
-    0.28 s per mixture with 2 workers on 2 cores). Spawned, so the thread limit takes effect."""
+    0.28 s per mixture with 2 workers on 2 cores). Spawned, so the thread limit takes effect.
+    With one job, the metrics run in this process (`InProcess`)."""
+    if nj == 1:
+        return InProcess()
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}
     os.environ.update({k: "1" for k in _THREAD_VARS})
     try:
@@ -188,11 +218,22 @@ class PartialResults:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def summarise(df, n_src, extra):
-    numeric = df.drop(columns=["max_overlap"]).select_dtypes("number")
+def summarise(df, per_source, n_src, ecfg, bound):
+    """Means over all sources (PESQ over the sources it scored), the bootstrap 95 % intervals of the mean
+    SI-SDRi and SDRi (resampling test mixtures, the unit of independence), and the model's bound."""
+    numeric = per_source.drop(columns=["source"]).select_dtypes("number")
     summary = {"n_mixtures": len(df), "n_src": n_src}
     summary.update({key: round(float(value), 4) for key, value in numeric.mean().items() if not pd.isna(value)})
-    summary.update(extra)
+    for key in ("si_sdri", "sdri"):
+        if key in df:
+            low, high = bootstrap_ci(df[key].to_numpy(), int(ecfg["bootstrap"]), int(ecfg["bootstrap_seed"]))
+            summary[f"{key}_ci95"] = [round(low, 4), round(high, 4)]
+    if "permuted" in df:
+        summary["permuted_share"] = round(float(df["permuted"].mean()), 4)
+    summary["bound"] = bound
+    if bound and f"oracle_{bound}_si_sdri" in summary:
+        summary["bound_si_sdri"] = summary[f"oracle_{bound}_si_sdri"]
+        summary["share_of_bound"] = round(summary["si_sdri"] / summary["bound_si_sdri"], 4)
     return summary
 
 
@@ -223,9 +264,13 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None):
     if not model_path.is_file():
         raise RecipeError(f"{model_path} not found: train the experiment first (./run.sh --stage 2 --tag {cfg['tag']})")
     ecfg = cfg["eval"]
+    if ecfg["bss_backend"] not in BSS_BACKENDS:
+        raise RecipeError(f"eval.bss_backend must be one of {', '.join(BSS_BACKENDS)}, got {ecfg['bss_backend']!r}")
     test_csv = Path(views) / "test.csv"
     metrics = metric_names(cfg)
+    fixed_order = not cfg["loss"]["pit"] and cfg["loss"]["name"] != "deep_clustering"
     fingerprint = {"model_sha256": file_sha256(model_path), "eval_config": ecfg, "metrics": metrics,
+                   "fixed_order": fixed_order,
                    "filterbank": cfg["filterbank"], "chunk": CHUNK,
                    "test_views_sha256": file_sha256(test_csv) if test_csv.is_file() else None}
     summary_path = out_dir / "summary.json"
@@ -260,7 +305,7 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None):
             chunk = partial.load(first)
             if chunk is None:
                 chunk = _evaluate_chunk(model, dataset, range(first, min(n, first + CHUNK)), oracle, example_ids,
-                                        metrics, cfg["filterbank"], out_dir, pool)
+                                        metrics, ecfg["bss_backend"], fixed_order, cfg["filterbank"], out_dir, pool)
                 partial.save(first, chunk)
             else:
                 resumed = min(n, first + CHUNK)
@@ -277,24 +322,30 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None):
         print(f"stage 3: continued an interrupted evaluation: the first {resumed} mixtures came from {partial.folder}",
               flush=True)
     return _write_results(cfg, out_dir, pd.DataFrame(rows), pd.DataFrame(src_rows), dataset, example_ids,
-                          fingerprint, seconds, time.time() - start, partial)
+                          fingerprint, seconds, time.time() - start, partial, bound_for(model))
 
 
-def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, filterbank, out_dir, pool):
+def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, backend, fixed_order, filterbank, out_dir,
+                    pool):
     """Separate a chunk of mixtures here, score them in the pool: {rows, source_rows, seconds}."""
     from local.evaluation.pages import model_masks
 
     jobs, seconds = [], {"model_seconds": 0.0, "oracle_seconds": 0.0}
     with torch.inference_mode():
-        for index in indices:
-            mixture, sources, view = dataset[index]
-            t0 = time.time()
-            estimates = model(mixture[None])[0]
-            seconds["model_seconds"] += time.time() - t0
-            estimates, permutation = best_permutation(estimates, sources)
+        items = [dataset[index] for index in indices]
+        t0 = time.time()
+        # Batches of MODEL_BATCH when the chunk's mixtures have one length (fixed-length views); else one by one.
+        if len({len(mixture) for mixture, _, _ in items}) == 1:
+            mixtures = torch.stack([mixture for mixture, _, _ in items])
+            outputs = [out for batch in mixtures.split(MODEL_BATCH) for out in model(batch)]
+        else:
+            outputs = [model(mixture[None])[0] for mixture, _, _ in items]
+        seconds["model_seconds"] += time.time() - t0
+        for index, (mixture, sources, view), output in zip(indices, items, outputs):
+            estimates, permutation = best_permutation(output, sources)
             labels = [view[f"label_{i}"] for i in range(dataset.n_src)]
             t0 = time.time()
-            oracles = {kind: oracle.estimates(mixture, sources, kind).numpy() for kind in ORACLES} if oracle else {}
+            oracles = {kind: est.numpy() for kind, est in oracle.estimates(mixture, sources).items()} if oracle else {}
             seconds["oracle_seconds"] += time.time() - t0
             if index in example_ids:
                 save_example(out_dir / "examples" / view["mixture_id"], mixture, sources, estimates, labels,
@@ -303,7 +354,7 @@ def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, filte
                     "max_overlap": max_overlap(sources.numpy())}
             jobs.append({"index": index, "meta": meta, "mixture": mixture.numpy(), "sources": sources.numpy(),
                          "estimates": estimates.numpy(), "oracles": oracles, "sample_rate": dataset.sample_rate,
-                         "metrics": metrics})
+                         "metrics": metrics, "backend": backend, "fixed_order": output.numpy() if fixed_order else None})
     rows, source_rows, metric_seconds = [], [], 0.0
     for _, row, srows, spent in pool.map(score_mixture, jobs):
         rows.append(row)
@@ -312,7 +363,7 @@ def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, filte
     return {"rows": rows, "source_rows": source_rows, "seconds": {**seconds, "metric_seconds": metric_seconds}}
 
 
-def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerprint, seconds, wall, partial):
+def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerprint, seconds, wall, partial, bound):
     from local.evaluation.pages import category_figure, write_index
 
     io_utils.write_csv(df, out_dir / "metrics.csv")
@@ -324,18 +375,22 @@ def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerpri
     if overlap is not None:
         io_utils.write_csv(overlap, out_dir / "per_overlap.csv")
     timings = {"eval_seconds": round(wall, 2), **{k: round(v, 3) for k, v in seconds.items()}}
-    summary = summarise(df, dataset.n_src, timings)
+    summary = summarise(df, per_source, dataset.n_src, cfg["eval"], bound)
+    summary.update(timings)
     if "pesq" in per_source.columns:  # the mean leaves out what PESQ could not score: say how many
         summary["pesq_unscored_sources"] = int(per_source["pesq"].isna().sum())
     examples = sorted(df["mixture_id"][sorted(example_ids)].tolist())
-    summary.update(tag=cfg["tag"], model=cfg["model"]["name"], examples=examples, **fingerprint)
+    summary.update(tag=cfg["tag"], model=cfg["model"]["name"], loss=cfg["loss"]["name"], loss_domain=loss_domain(cfg),
+                   examples=examples, **fingerprint)
     labels = {m: group.sort_values("source")["label"].astype(str).tolist() for m, group in per_source.groupby("mixture_id")}
     sounds = [(m, out_dir / "examples" / m / "spectrograms.png", example_sounds(out_dir / "examples" / m, labels[m]))
               for m in examples]
     write_index(out_dir, summary, categories, overlap, sounds)
     io_utils.write_json(summary, out_dir / "summary.json")  # last: its presence means the evaluation is complete
     partial.remove()
-    report = ", ".join(f"{k} {summary[k]:.2f}" for k in ("si_sdr", "si_sdri", "sdr", "sdri", "pesq", "oracle_irm_si_sdri",
-                                                          "oracle_ibm_si_sdri") if k in summary)
+    report = ", ".join(f"{k} {summary[k]:.2f}" for k in ("si_sdr", "si_sdri", "sdr", "sdri", "pesq", "oracle_ratio_si_sdri",
+                                                          "oracle_ibm_si_sdri", "oracle_psm_si_sdri") if k in summary)
+    if "si_sdri_ci95" in summary:
+        report += " (SI-SDRi 95 %% CI %.2f to %.2f)" % tuple(summary["si_sdri_ci95"])
     print(f"stage 3: {report}; wrote {out_dir}/summary.json and {out_dir}/index.html in {wall:.0f} s", flush=True)
     return summary

@@ -24,7 +24,15 @@ from local.common import io_utils  # noqa: E402
 # summary.json keys shown at the top of the page, with their labels
 SUMMARY_FIGURES = [("si_sdr", "SI-SDR"), ("si_sdri", "SI-SDRi"), ("sdr", "SDR"), ("sdri", "SDRi"), ("sir", "SIR"),
                    ("sar", "SAR"), ("stoi", "STOI"), ("pesq", "PESQ"), ("input_si_sdr", "input SI-SDR"),
-                   ("oracle_irm_si_sdri", "oracle IRM SI-SDRi"), ("oracle_ibm_si_sdri", "oracle IBM SI-SDRi")]
+                   ("fixed_order_si_sdri", "SI-SDRi in the model's own order"),
+                   ("permuted_share", "share of mixtures whose best order is not the model's"),
+                   ("oracle_psm_si_sdri", "oracle truncated phase-sensitive mask SI-SDRi"),
+                   ("oracle_ibm_si_sdri", "oracle binary mask SI-SDRi"),
+                   ("oracle_ratio_si_sdri", "oracle ratio mask SI-SDRi (not a bound)"),
+                   ("share_of_bound", "share of the model's bound")]
+# what each bound means, for the sentence under the table
+BOUND_NAMES = {"psm": "the truncated phase-sensitive mask (bounds real masks in [0, 1])",
+               "ibm": "the ideal binary mask (bounds a hard assignment of bins, as k-means)"}
 
 
 def log_spectrogram(wav, n_fft, hop):
@@ -56,7 +64,9 @@ def example_figure(path, mixture, sources, estimates, labels, sample_rate, n_fft
     scale = dict(vmin=top - 80, vmax=top, origin="lower", aspect="auto", cmap="magma",
                  extent=[0, len(mixture) / sample_rate, 0, sample_rate / 2000])
     n_src, columns = len(sources), 3 if masks is not None else 2
-    fig, axes = plt.subplots(n_src + 1, columns, figsize=(4 * columns, 2.2 * (n_src + 1)), squeeze=False)
+    # shared axes: the tick labels of the outer panels only (text rendering is most of a figure's cost)
+    fig, axes = plt.subplots(n_src + 1, columns, figsize=(4 * columns, 2.2 * (n_src + 1)), squeeze=False,
+                             sharex=True, sharey=True)
     for ax in axes.flat:
         ax.set_visible(False)
     axes[0, 0].set_visible(True)
@@ -75,10 +85,11 @@ def example_figure(path, mixture, sources, estimates, labels, sample_rate, n_fft
             axes[i + 1, 2].set_title(f"mask {i}", fontsize=9)
     for ax in axes.flat:
         if ax.get_visible():
-            ax.set_xlabel("s", fontsize=8)
-            ax.set_ylabel("kHz", fontsize=8)
-            ax.tick_params(labelsize=7)
-    fig.tight_layout()
+            ax.tick_params(labelsize=7, labelbottom=ax is axes[-1, 0] or ax is axes[0, 0],
+                           labelleft=ax in axes[:, 0])
+    axes[-1, 0].set_xlabel("s", fontsize=8)
+    axes[-1, 0].set_ylabel("kHz", fontsize=8)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.94, wspace=0.25, hspace=0.7)  # tight_layout: 0.5 s
     with io_utils.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
@@ -86,7 +97,8 @@ def example_figure(path, mixture, sources, estimates, labels, sample_rate, n_fft
 
 def category_figure(table, path, title):
     """Bars of mean SI-SDRi per category, the oracle masks' beside them."""
-    series = [c for c in ("si_sdri", "oracle_irm_si_sdri", "oracle_ibm_si_sdri") if c in table.columns]
+    series = [c for c in ("si_sdri", "oracle_psm_si_sdri", "oracle_ibm_si_sdri", "oracle_ratio_si_sdri")
+              if c in table.columns]
     x = np.arange(len(table))
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(table) + 2), 3.5))
@@ -118,13 +130,21 @@ def write_index(eval_dir, summary, categories, overlap, examples):
     """eval_dir/index.html. `examples`: [(mixture_id, figure path or None, [(label, wav path)])]."""
     eval_dir = Path(eval_dir)
     rel = lambda p: quote(Path(os.path.relpath(p, eval_dir)).as_posix())  # labels may hold spaces, '#', '%'...
-    figures = [(label, summary[key]) for key, label in SUMMARY_FIGURES if key in summary]
+    ci = lambda key: (f" [{summary[key + '_ci95'][0]:.2f}, {summary[key + '_ci95'][1]:.2f}]"
+                      if key + "_ci95" in summary else "")
+    figures = [(label, f"{summary[key]:.2f}{ci(key)}") for key, label in SUMMARY_FIGURES if key in summary]
+    bound = summary.get("bound")
+    bound_text = (f"The bound that applies to this model is {BOUND_NAMES[bound]}." if bound in BOUND_NAMES else
+                  "No oracle mask bounds this model (complex masks or a learned basis).")
     parts = [
         f"<h1>{html.escape(summary['tag'])}</h1>",
         f"<p>model <b>{html.escape(summary['model'])}</b>, {summary['n_mixtures']} test mixtures of "
-        f"{summary['n_src']} sources; dB except STOI and PESQ. Evaluated in {summary['eval_seconds']} s. "
+        f"{summary['n_src']} sources; dB except STOI, PESQ and shares; [95 % bootstrap interval over test mixtures]. "
+        f"Trained on a {html.escape(str(summary.get('loss', '')))} loss in the "
+        f"{html.escape(str(summary.get('loss_domain', '')))} domain. {bound_text} "
+        f"Evaluated in {summary['eval_seconds']} s. "
         f'Per-mixture rows: <a href="metrics.csv">metrics.csv</a>, per source: <a href="per_source.csv">per_source.csv</a>.</p>',
-        "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.2f}</td></tr>" for k, v in figures) + "</table>",
+        "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in figures) + "</table>",
     ]
     if categories is not None:
         parts += ["<h2>Per category</h2>", _table(categories), '<img src="per_category.png" alt="SI-SDRi per category">']

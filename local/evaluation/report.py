@@ -2,22 +2,26 @@
 
 Reads exp/*/conf.yml, training.json, eval/summary.json, history.txt and provenance.json, and writes
 exp/results.csv and exp/RESULTS.md (tag, model, sources, loss, parameters, epochs, best validation
-loss, SI-SDRi, SDRi, SIR, SAR, STOI, the oracle IRM figure, training time, learning-rate and other
-setting changes, git commit), sorted by tag, and exp/results.png (SI-SDRi per experiment next to the
-oracle). With a grid file (conf/grids/*.yml, a list of `cells`), each cell gets a status like the
+loss and the domain it compared in, SI-SDRi and SDRi with their 95 % bootstrap intervals, SIR, SAR, STOI,
+the oracle mask that bounds the model with the model's share of it, training time over every run,
+learning-rate and other setting changes, git commit), sorted by tag, and exp/results.png (SI-SDRi per
+experiment with its interval, next to its bound). `compare` gives the paired difference of two
+experiments on the same test views. With a grid file (conf/grids/*.yml, a list of `cells`), each cell gets a status like the
 category study's TO-RUN checklist: done / trained, not evaluated / training at epoch N / not started.
 """
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from local.common import io_utils
 from local.common.errors import RecipeError
 
-COLUMNS = ["tag", "state", "model", "n_src", "loss", "pit", "n_parameters", "epochs_trained", "best_val_loss",
-           "si_sdri", "sdri", "si_sdr", "sdr", "sir", "sar", "stoi", "pesq", "input_si_sdr", "oracle_irm_si_sdri", "oracle_ibm_si_sdri",
+COLUMNS = ["tag", "state", "model", "n_src", "loss", "loss_domain", "pit", "n_parameters", "epochs_trained",
+           "best_val_loss", "si_sdri", "si_sdri_ci95", "sdri", "sdri_ci95", "si_sdr", "sdr", "sir", "sar", "stoi", "pesq",
+           "input_si_sdr", "fixed_order_si_sdri", "bound", "bound_si_sdri", "share_of_bound", "oracle_ratio_si_sdri",
            "train_seconds", "n_test_mixtures", "changes", "git_commit"]
 
 
@@ -44,10 +48,13 @@ def experiment_row(exp):
     if training.is_file():
         t = json.loads(training.read_text())
         row.update(n_parameters=t["n_parameters"], epochs_trained=t["epochs_trained"],
-                   best_val_loss=t["best_val_loss"], train_seconds=t["train_seconds_this_run"])
+                   best_val_loss=t["best_val_loss"], train_seconds=t.get("train_seconds", t.get("train_seconds_this_run")))
     if summary.is_file():
         s = json.loads(summary.read_text())
         row.update({k: s.get(k) for k in COLUMNS if k in s})
+        for key in ("si_sdri_ci95", "sdri_ci95"):
+            if isinstance(row.get(key), list):
+                row[key] = f"[{row[key][0]:.2f}, {row[key][1]:.2f}]"
         row["n_test_mixtures"] = s["n_mixtures"]
     history = exp / "history.txt"
     if history.is_file():  # "2026-11-21 16:20:00 optim.lr: 0.001 -> 0.0003 at epoch 4" -> the part after the time
@@ -94,10 +101,15 @@ def plot(df, path):
 
     done = df.dropna(subset=["si_sdri"]) if "si_sdri" in df else df.iloc[:0]
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(done) + 2), 3.5))
-    ax.bar(done["tag"], done["si_sdri"], color="tab:blue", label="model")
-    for column, color, name in (("oracle_irm_si_sdri", "tab:red", "oracle IRM"), ("oracle_ibm_si_sdri", "tab:green", "oracle IBM")):
-        if column in done:
-            ax.scatter(done["tag"], done[column], color=color, marker="_", s=400, label=name)
+    errors = None
+    if "si_sdri_ci95" in done:  # "[low, high]" strings -> error bar lengths
+        bounds = [[float(v) for v in str(c).strip("[]").split(",")] if isinstance(c, str) else [m, m]
+                  for c, m in zip(done["si_sdri_ci95"], done["si_sdri"])]
+        errors = np.array([[m - lo for (lo, _), m in zip(bounds, done["si_sdri"])],
+                           [hi - m for (_, hi), m in zip(bounds, done["si_sdri"])]])
+    ax.bar(done["tag"], done["si_sdri"], color="tab:blue", label="model (95 % interval)", yerr=errors, capsize=3)
+    if "bound_si_sdri" in done:
+        ax.scatter(done["tag"], done["bound_si_sdri"], color="tab:red", marker="_", s=400, label="its oracle bound")
     ax.set_ylabel("SI-SDRi (dB)")
     ax.tick_params(axis="x", rotation=60)
     ax.legend(loc="best", fontsize="small")
@@ -116,8 +128,12 @@ def report(exp_root, grid=None):
     rows = [experiment_row(e) for e in experiments]
     df = pd.DataFrame(rows).reindex(columns=COLUMNS).dropna(axis=1, how="all")
     text = (f"# Results\n\nOne row per experiment in `{exp_root}/`; figures on the test views, in dB except STOI. "
-            f"`oracle_irm_si_sdri` / `oracle_ibm_si_sdri` are the ideal ratio / binary masks on the same mixtures "
-            f"(exp/<tag>/eval/index.html has the details per experiment); `changes` lists settings changed "
+            f"`*_ci95`: 95 % bootstrap interval of the mean over test mixtures. `bound` is the oracle mask that bounds "
+            f"the model's masks on the same mixtures (psm: truncated phase-sensitive mask, for real masks in [0, 1]; "
+            f"ibm: ideal binary mask, for k-means; none for complex masks and learned bases), `share_of_bound` the "
+            f"model's SI-SDRi over it; `oracle_ratio_si_sdri` is the magnitude ratio mask, a reference point, not a "
+            f"bound. `loss_domain` is what the loss compared: cells with different objectives are not comparable "
+            f"as equals. exp/<tag>/eval/index.html has the details per experiment; `changes` lists settings changed "
             f"during training (exp/<tag>/history.txt).\n\n{to_markdown(df) if rows else '(none yet)'}\n")
     if rows:
         io_utils.write_csv(df, exp_root / "results.csv")
@@ -131,3 +147,34 @@ def report(exp_root, grid=None):
     io_utils.write_text(exp_root / "RESULTS.md", text)
     print(text)
     print(f"stage 4: wrote {exp_root}/RESULTS.md ({len(rows)} experiments)", flush=True)
+
+
+def compare(exp_root, tag_a, tag_b, n_resamples=1000, seed=0):
+    """The paired difference B - A of the mean SI-SDRi and SDRi of two experiments on the same test views,
+    with its bootstrap 95 % interval over mixtures; printed and written to exp/compare_<A>_vs_<B>.json."""
+    from local.evaluation.uncertainty import paired_difference
+
+    exp_root = Path(exp_root)
+    tables, views = {}, {}
+    for tag in (tag_a, tag_b):
+        summary = exp_root / tag / "eval" / "summary.json"
+        if not summary.is_file():
+            raise RecipeError(f"{summary} not found: evaluate {tag} first (./run.sh --stage 3 --tag {tag})")
+        views[tag] = json.loads(summary.read_text()).get("test_views_sha256")
+        tables[tag] = pd.read_csv(exp_root / tag / "eval" / "metrics.csv").set_index("mixture_id")
+    if views[tag_a] != views[tag_b]:
+        raise RecipeError(f"{tag_a} and {tag_b} were evaluated on different test views (test.csv differs): a paired "
+                          f"comparison needs the same mixtures")
+    a, b = tables[tag_a].align(tables[tag_b], join="inner", axis=0)
+    out = {"a": tag_a, "b": tag_b, "n_mixtures": len(a), "n_resamples": n_resamples, "seed": seed}
+    lines = [f"{tag_b} - {tag_a} on {len(a)} paired test mixtures (95 % bootstrap interval):"]
+    for key in ("si_sdri", "sdri"):
+        if key in a and key in b:
+            out[key] = paired_difference(a[key], b[key], n_resamples, seed)
+            d = out[key]
+            verdict = "no difference shown" if d["ci95"][0] <= 0 <= d["ci95"][1] else "a difference"
+            lines.append(f"  {key}: {d['mean']:+.2f} dB [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]: {verdict}")
+    path = exp_root / f"compare_{tag_a}_vs_{tag_b}.json"
+    io_utils.write_json(out, path)
+    print("\n".join(lines) + f"\nstage 4: wrote {path}", flush=True)
+    return out

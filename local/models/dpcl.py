@@ -32,11 +32,12 @@ from local.models.stft_masker import STFTMasker, log_magnitude_features
 class DPCLNet(nn.Module):
     """[B, 2F, frames] STFT -> unit-norm embeddings [B, F, frames, D] (+ MI masks [B, n_src, F, frames])."""
 
-    def __init__(self, n_freq, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations, dprnn_args):
+    def __init__(self, n_freq, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations, kmeans_restarts,
+                 dprnn_args):
         super().__init__()
         self.n_freq, self.n_src, self.embedding_dim = n_freq, n_src, embedding_dim
         self.mi_head, self.inference, self.vad_db = mi_head, inference, vad_db
-        self.kmeans_iterations = kmeans_iterations
+        self.kmeans_iterations, self.kmeans_restarts = kmeans_iterations, kmeans_restarts
         self.n_out = embedding_dim + (n_src if mi_head else 0)
         self.dprnn = DPRNN(in_chan=n_freq, n_src=1, out_chan=n_freq * self.n_out, mask_act="linear", **dprnn_args)
 
@@ -58,7 +59,7 @@ class DPCLNet(nn.Module):
         batch, n_freq, frames, dim = embedding.shape
         active = ebased_vad(mag(tf_rep), self.vad_db).reshape(batch, -1)
         labels, _ = batched_kmeans(embedding.reshape(batch, -1, dim), active.float(), self.n_src,
-                                   self.kmeans_iterations)
+                                   self.kmeans_iterations, n_init=self.kmeans_restarts)
         masks = nn.functional.one_hot(labels, self.n_src).to(embedding.dtype)  # [B, F*frames, n_src]
         return masks.view(batch, n_freq, frames, self.n_src).permute(0, 3, 1, 2)
 
@@ -67,7 +68,7 @@ class DPCLDPRNN(STFTMasker):
     """Deep clustering (and optionally Chimera++) on a dual-path RNN over STFT frames."""
 
     def __init__(self, n_src, embedding_dim=40, mi_head=False, inference="kmeans", vad_db=40.0,
-                 kmeans_iterations=20, bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
+                 kmeans_iterations=20, kmeans_restarts=10, bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
                  norm_type="gLN", bidirectional=True, rnn_type="LSTM", num_layers=1, dropout=0.0,
                  n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
         if inference not in ("kmeans", "mi"):
@@ -78,17 +79,26 @@ class DPCLDPRNN(STFTMasker):
                           n_repeats=n_repeats, norm_type=norm_type, bidirectional=bidirectional, rnn_type=rnn_type,
                           num_layers=num_layers, dropout=dropout)
         masker = DPCLNet(n_filters // 2 + 1, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations,
-                         dprnn_args)
+                         kmeans_restarts, dprnn_args)
         super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
         self._masker_args = dict(embedding_dim=embedding_dim, mi_head=mi_head, inference=inference, vad_db=vad_db,
-                                 kmeans_iterations=kmeans_iterations, **dprnn_args)
+                                 kmeans_iterations=kmeans_iterations, kmeans_restarts=kmeans_restarts, **dprnn_args)
+
+    @property
+    def oracle_bound(self):
+        """k-means assigns every bin to one source: the ideal binary mask bounds it; the MI head's softmax
+        masks are real masks in [0, 1]: the truncated phase-sensitive mask bounds them."""
+        return "ibm" if self._masker_args["inference"] == "kmeans" else "psm"
 
     def training_outputs(self, mixture, sources):
-        """What the deep-clustering objective needs, on the same padded STFT as separation:
-        embeddings, MI masks, mixture magnitude [B, F, frames] and source magnitudes [B, n_src, F, frames]."""
+        """What the deep-clustering objective needs, on the same padded STFT as separation: embeddings, MI
+        masks, the mixture STFT [B, 2F, frames] and magnitude [B, F, frames], the sources' STFTs
+        [B, n_src, 2F, frames] and magnitudes [B, n_src, F, frames]."""
         mix_tf = self.stft(mixture)
         outputs = self.masker.heads(mix_tf)
         batch, n_src, length = sources.shape
-        outputs["mixture_mag"] = mag(mix_tf)
-        outputs["source_mag"] = mag(self.stft(sources.reshape(batch * n_src, length))).view(batch, n_src, self.n_freq, -1)
+        source_tf = self.stft(sources.reshape(batch * n_src, length))
+        outputs["mixture_tf"], outputs["mixture_mag"] = mix_tf, mag(mix_tf)
+        outputs["source_tf"] = source_tf.view(batch, n_src, 2 * self.n_freq, -1)
+        outputs["source_mag"] = mag(source_tf).view(batch, n_src, self.n_freq, -1)
         return outputs

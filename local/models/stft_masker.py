@@ -67,6 +67,14 @@ class STFTMasker(BaseEncoderMaskerDecoder):
             return apply_complex_mask(tf_rep.unsqueeze(1), est_masks)
         return apply_mag_mask(tf_rep.unsqueeze(1), est_masks)
 
+    @property
+    def oracle_bound(self):
+        """The oracle mask that bounds this model's masks (local/evaluation/oracle.py): "psm" for real masks
+        in [0, 1] (sigmoid, softmax or the soft-mask layer), None for complex or unbounded masks."""
+        if self.mask_type == "complex":
+            return None
+        return "psm" if self._masker_args.get("mask_act", "sigmoid") in ("sigmoid", "softmax") else None
+
     def masker_args(self):
         """The family's own constructor arguments (everything but n_src and the STFT)."""
         return dict(self._masker_args)

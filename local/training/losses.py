@@ -8,8 +8,11 @@ against reference j), so that the same function serves both assignments:
   - fixed order (`loss.pit: false`): estimate i is scored against reference i, the order of the view
     CSV's sources (the diagonal of the matrix).
 
-Losses (spectrogram losses use Asteroid's STFT at the experiment's filterbank settings, on magnitudes
-or, with `loss.domain: complex`, on real and imaginary parts):
+Losses (spectrogram losses use Asteroid's STFT at the experiment's filterbank settings, in the domain
+`loss.domain`: `magnitude` |S|; `complex`, the real and imaginary parts of S; `compressed`, the real and
+imaginary parts of the power-law compressed c(S) = |S|^p e^{j angle S} with p = `loss.compression`, the
+objective of Looking to Listen (Ephrat et al. 2018, p = 0.3), applied to estimate and reference alike so that
+loud bins do not dominate):
   euclidean       mean squared distance between estimated and reference spectrograms.
   correlation     1 - Pearson correlation between estimated and reference spectrograms, per
                   source (the category study's correlation objective): insensitive to the scale and
@@ -20,7 +23,8 @@ or, with `loss.domain: complex`, on real and imaginary parts):
   sisdr           negative scale-invariant SDR (Le Roux et al. 2019, "SDR - half-baked or well done?"),
                   Asteroid's `pairwise_neg_sisdr`.
   deep_clustering the objective of DPCL-DPRNN (and Chimera++ with a mask-inference head); it needs the
-                  model's embeddings, not waveforms (see DeepClusteringObjective).
+                  model's embeddings, not waveforms (see DeepClusteringObjective): `loss.dc` classic
+                  (Hershey et al. 2016) or whitened (DC-W), `loss.mi` tpsa or magnitude.
 "MinLoss" is any of the waveform losses with `loss.pit: true`: the minimum over the n_src! assignments, found by
 Asteroid's PITLossWrapper (exhaustively up to 3 sources, by the Hungarian algorithm from 4 on).
 """
@@ -33,20 +37,23 @@ from torch import nn
 
 from local.common.errors import RecipeError
 
+DOMAINS = ("magnitude", "complex", "compressed")
+
 
 class PairwiseEuclideanSpectrogram(nn.Module):
     """Pairwise mean squared error between spectrograms: out[b, i, j] = mean_{f,t} (S(E_i) - S(R_j))^2.
 
-    S is the magnitude STFT (`domain="magnitude"`) or the complex STFT as real and imaginary parts
-    (`domain="complex"`). Complex-mask models (GAB) need the complex domain: a magnitude loss leaves the
-    phase their masks apply unconstrained.
+    S is the magnitude STFT (`domain="magnitude"`), the complex STFT as real and imaginary parts
+    (`domain="complex"`), or the compressed complex STFT |S|^p e^{j angle S} (`domain="compressed"`).
+    Complex-mask models (GAB) need a domain with the phase: a magnitude loss leaves the phase their masks
+    apply unconstrained.
     """
 
-    def __init__(self, n_filters, kernel_size, stride, sample_rate, domain="magnitude"):
+    def __init__(self, n_filters, kernel_size, stride, sample_rate, domain="magnitude", compression=0.3):
         super().__init__()
-        if domain not in ("magnitude", "complex"):
-            raise RecipeError(f"loss.domain must be magnitude or complex, got {domain!r}")
-        self.domain = domain
+        if domain not in DOMAINS:
+            raise RecipeError(f"loss.domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
+        self.domain, self.compression = domain, float(compression)
         self.stft = Encoder(STFTFB(n_filters=n_filters, kernel_size=kernel_size, stride=stride, sample_rate=sample_rate))
 
     def features(self, wav):
@@ -55,6 +62,8 @@ class PairwiseEuclideanSpectrogram(nn.Module):
         spec = self.stft(wav.reshape(batch * n_src, 1, time))
         if self.domain == "magnitude":
             spec = mag(spec)
+        elif self.domain == "compressed":
+            spec = compress(spec, self.compression)
         return spec.reshape(batch, n_src, *spec.shape[1:])
 
     def forward(self, est, ref):
@@ -63,13 +72,20 @@ class PairwiseEuclideanSpectrogram(nn.Module):
 
 
 class PairwiseCorrelationSpectrogram(PairwiseEuclideanSpectrogram):
-    """out[b, i, j] = 1 - Pearson r between the spectrograms of E_i and R_j over all bins and frames."""
+    """out[b, i, j] = 1 - Pearson r between the spectrograms of E_i and R_j over all bins and frames.
+
+    The norm of the centred spectrogram is floored at a small fraction of the spectrogram's own energy
+    (not at an absolute 1e-8): d(x / |x|)/dx grows as 1 / |x|, so a nearly constant estimate would
+    otherwise get an exploding gradient."""
+
+    floor = 1e-6  # of the spectrogram's energy
 
     def forward(self, est, ref):
         def standardise(x):
             x = x.flatten(start_dim=2)
+            energy = x.detach().pow(2).sum(dim=-1, keepdim=True)
             x = x - x.mean(dim=-1, keepdim=True)
-            return x / (x.norm(dim=-1, keepdim=True) + 1e-8)
+            return x / torch.sqrt(x.pow(2).sum(dim=-1, keepdim=True) + self.floor * energy + 1e-12)
 
         e, r = standardise(self.features(est)), standardise(self.features(ref))
         return 1.0 - torch.einsum("bif,bjf->bij", e, r)
@@ -91,6 +107,15 @@ class PairwiseDiscriminative(nn.Module):
         d = self.euclidean(est, ref)
         g = self.gamma / max(d.shape[1] - 1, 1)
         return (1 + g) * d - g * d.sum(dim=2, keepdim=True)
+
+
+def compress(spec, power, eps=1e-8):
+    """|S|^p e^{j angle S} of an STFT in Asteroid's layout [..., 2F, frames] (real parts, then imaginary);
+    |S| is smoothed as sqrt(|S|^2 + eps) so that the gradient stays finite in silent bins."""
+    n_freq = spec.shape[-2] // 2
+    power_spec = spec[..., :n_freq, :] ** 2 + spec[..., n_freq:, :] ** 2
+    scale = (power_spec + eps) ** ((power - 1.0) / 2)
+    return spec * torch.cat([scale, scale], dim=-2)
 
 
 class FixedOrderLoss(nn.Module):
@@ -128,21 +153,67 @@ def deep_clustering_loss(embedding, target, weights, n_src):
     return (cost / weights.sum(dim=1).clamp(min=1.0) ** 2).mean()
 
 
+def whitened_deep_clustering_loss(embedding, target, weights, n_src, eps=1e-6):
+    """Whitened deep-clustering loss DC-W of Chimera++ (Wang, Le Roux and Hershey 2018, "Alternative
+    objective functions for deep clustering", Eq. 7):
+
+        || V (V^T V)^-1 V^T - Y (Y^T Y)^-1 Y^T ||^2_F  =  D - 2 || (V^T V)^-1/2 V^T Y (Y^T Y)^-1/2 ||^2_F + C
+
+    with V, Y weighted by W^1/2 as in `deep_clustering_loss` (D the embedding size, C the number of sources).
+    Whitening makes the loss independent of how many bins each source dominates and of the utterance length.
+    eps regularises the two small matrices (D x D and C x C) for sources that dominate no bin.
+    """
+    root_w = weights.clamp(min=0).sqrt().unsqueeze(-1)
+    v = embedding * root_w
+    y = torch.nn.functional.one_hot(target, n_src).to(embedding.dtype) * root_w
+    dim = v.shape[-1]
+
+    def inv_sqrt(m):
+        values, vectors = torch.linalg.eigh(m + eps * torch.eye(m.shape[-1], dtype=m.dtype, device=m.device))
+        return vectors @ torch.diag_embed(values.clamp(min=eps).rsqrt()) @ vectors.transpose(-1, -2)
+
+    vtv, yty, vty = v.transpose(1, 2) @ v, y.transpose(1, 2) @ y, v.transpose(1, 2) @ y
+    cross = inv_sqrt(vtv) @ vty @ inv_sqrt(yty)
+    return (dim + n_src - 2 * cross.pow(2).sum(dim=(1, 2))).mean()
+
+
+def truncated_psa_target(mixture_tf, source_tf):
+    """Truncated phase-sensitive target T_0^{|X|}(|S_c| cos(angle S_c - angle X)) [B, n_src, F, frames] from
+    the mixture STFT [B, 2F, frames] and the sources' [B, n_src, 2F, frames] (Erdogan et al. 2015)."""
+    n_freq = mixture_tf.shape[-2] // 2
+    mix = mixture_tf.unsqueeze(1)
+    real = source_tf[..., :n_freq, :] * mix[..., :n_freq, :] + source_tf[..., n_freq:, :] * mix[..., n_freq:, :]
+    mix_mag = mag(mixture_tf).unsqueeze(1)
+    projected = real / mix_mag.clamp(min=1e-8)  # |S| cos(angle S - angle X) = Re(S conj X) / |X|
+    return torch.minimum(projected.clamp(min=0.0), mix_mag)
+
+
 class DeepClusteringObjective(nn.Module):
     """alpha x deep-clustering loss (+ (1 - alpha) x the mask-inference loss when the model has an MI head).
 
     Targets: the dominant source of every bin (ideal binary partition); weights: the bins within
-    `vad_db` of the mixture's loudest bin (Asteroid's `ebased_vad`). The MI loss (Chimera++) is the
-    permutation-invariant squared error between masked mixture magnitudes and source magnitudes,
-    divided by the sources' total energy (a magnitude spectrum approximation, scale free like the DC term).
+    `vad_db` of the mixture's loudest bin (Asteroid's `ebased_vad`).
+      dc: classic   the DC loss of Hershey et al. 2016 (`deep_clustering_loss`);
+          whitened  DC-W, the deep-clustering term of Chimera++ (`whitened_deep_clustering_loss`).
+      mi: tpsa      Chimera++'s mask-inference loss: the L1 distance between the masked mixture magnitude
+                    M_c |X| and the truncated phase-sensitive target (`truncated_psa_target`), permutation
+                    invariant, divided by sum |X| per utterance so that it is level free (our
+                    normalisation; the paper gives none);
+          magnitude the earlier "magnitude spectrum approximation": squared error between M_c |X| and |S_c|,
+                    divided by the sources' energy.
+    Chimera++ as published (Wang, Le Roux and Hershey 2018) is dc whitened, mi tpsa, alpha 0.975.
     """
 
     uses_model = True  # called as loss(model, mixture, sources), see SeparationSystem
 
-    def __init__(self, alpha, vad_db):
+    def __init__(self, alpha, vad_db, dc="classic", mi="tpsa"):
         super().__init__()
-        self.alpha, self.vad_db = float(alpha), float(vad_db)
-        self.mi_pit = PITLossWrapper(self.pairwise_mi, pit_from="pw_mtx")
+        if dc not in ("classic", "whitened"):
+            raise RecipeError(f"loss.dc must be classic or whitened, got {dc!r}")
+        if mi not in ("tpsa", "magnitude"):
+            raise RecipeError(f"loss.mi must be tpsa or magnitude, got {mi!r}")
+        self.alpha, self.vad_db, self.dc, self.mi = float(alpha), float(vad_db), dc, mi
+        self.mi_pit = PITLossWrapper(self.pairwise_tpsa if mi == "tpsa" else self.pairwise_mi, pit_from="pw_mtx")
 
     @staticmethod
     def pairwise_mi(estimates, references):
@@ -150,31 +221,42 @@ class DeepClusteringObjective(nn.Module):
         diff = (estimates.unsqueeze(2) - references.unsqueeze(1)).pow(2).sum(dim=(-2, -1))  # [B, est, ref]
         return diff / energy[:, None, None]
 
+    @staticmethod
+    def pairwise_tpsa(estimates, targets, mixture_total):
+        diff = (estimates.unsqueeze(2) - targets.unsqueeze(1)).abs().sum(dim=(-2, -1))  # [B, est, ref]
+        return diff / mixture_total[:, None, None]
+
     def forward(self, model, mixture, sources):
         out = model.training_outputs(mixture, sources)
         batch, n_freq, frames, dim = out["embedding"].shape
         target = out["source_mag"].argmax(dim=1).reshape(batch, -1)
         active = ebased_vad(out["mixture_mag"], self.vad_db).reshape(batch, -1).to(out["embedding"].dtype)
         n_src = out["source_mag"].shape[1]
-        loss = deep_clustering_loss(out["embedding"].reshape(batch, -1, dim), target, active, n_src)
+        dc_loss = whitened_deep_clustering_loss if self.dc == "whitened" else deep_clustering_loss
+        loss = dc_loss(out["embedding"].reshape(batch, -1, dim), target, active, n_src)
         if out["mi_masks"] is None:
             return loss
         estimates = out["mi_masks"] * out["mixture_mag"].unsqueeze(1)
-        return self.alpha * loss + (1 - self.alpha) * self.mi_pit(estimates, out["source_mag"])
+        if self.mi == "tpsa":
+            mi_loss = self.mi_pit(estimates, truncated_psa_target(out["mixture_tf"], out["source_tf"]),
+                                  mixture_total=out["mixture_mag"].sum(dim=(1, 2)).clamp(min=1e-8))
+        else:
+            mi_loss = self.mi_pit(estimates, out["source_mag"])
+        return self.alpha * loss + (1 - self.alpha) * mi_loss
 
 
 LOSSES = ("euclidean", "correlation", "discriminative", "sisdr", "deep_clustering")
 
 
 def pairwise_loss(loss_cfg, filterbank, sample_rate):
-    name, domain = loss_cfg["name"], loss_cfg["domain"]
+    name = loss_cfg["name"]
+    spec_args = dict(sample_rate=sample_rate, domain=loss_cfg["domain"], compression=loss_cfg["compression"], **filterbank)
     if name == "euclidean":
-        return PairwiseEuclideanSpectrogram(sample_rate=sample_rate, domain=domain, **filterbank)
+        return PairwiseEuclideanSpectrogram(**spec_args)
     if name == "correlation":
-        return PairwiseCorrelationSpectrogram(sample_rate=sample_rate, domain=domain, **filterbank)
+        return PairwiseCorrelationSpectrogram(**spec_args)
     if name == "discriminative":
-        return PairwiseDiscriminative(PairwiseEuclideanSpectrogram(sample_rate=sample_rate, domain=domain, **filterbank),
-                                      loss_cfg["gamma"])
+        return PairwiseDiscriminative(PairwiseEuclideanSpectrogram(**spec_args), loss_cfg["gamma"])
     if name == "sisdr":
         return pairwise_neg_sisdr
     raise RecipeError(f"unknown loss.name '{name}'; known losses: {', '.join(LOSSES)}")
@@ -185,7 +267,7 @@ def make_loss(cfg):
     deep clustering (model, mixture, sources) -> scalar."""
     loss_cfg = cfg["loss"]
     if loss_cfg["name"] == "deep_clustering":
-        return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"])
+        return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"])
     pairwise = pairwise_loss(loss_cfg, cfg["filterbank"], int(cfg["data"]["sample_rate"]))
     if loss_cfg["pit"]:
         return PITLossWrapper(pairwise, pit_from="pw_mtx")

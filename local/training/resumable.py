@@ -20,6 +20,7 @@ pieces close that gap:
 import math
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,12 @@ class ResumeState(pl.Callback):
         self.sampler = sampler
         self.epoch, self.items_done, self.world_size = 0, 0, 1
         self._restored_rng = None
+        # training time of earlier runs (up to their last checkpoint) and when this run started
+        self.seconds_before, self.started = 0.0, time.time()
+
+    def train_seconds(self):
+        """Wall time spent training this experiment over every run, up to now."""
+        return self.seconds_before + time.time() - self.started
 
     def on_train_epoch_start(self, trainer, pl_module):
         # Not called for an epoch resumed in its middle. The epoch's loader iterator is created after
@@ -154,7 +161,7 @@ class ResumeState(pl.Callback):
 
     def state_dict(self):
         return {"epoch": self.epoch, "items_done": self.items_done, "world_size": self.world_size,
-                "batch_size": self.sampler.batch_size, "rng": _rng_states()}
+                "batch_size": self.sampler.batch_size, "rng": _rng_states(), "train_seconds": self.train_seconds()}
 
     @staticmethod
     def mid_epoch(checkpoint, n_items):
@@ -171,6 +178,7 @@ class ResumeState(pl.Callback):
         self.epoch, self.items_done = state_dict["epoch"], state_dict["items_done"]
         self.sampler.resume(self.epoch, self.items_done)
         self._restored_rng = state_dict["rng"]
+        self.seconds_before, self.started = float(state_dict.get("train_seconds", 0.0)), time.time()
 
 
 def step_epoch_schedulers(trainer, metrics):

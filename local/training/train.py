@@ -307,7 +307,8 @@ def train(cfg, exp_dir, views, root, allow_change=()):
                                  save_top_k=int(tcfg["save_top_k"]))
     # `checkpoint` before LastCheckpoint: last.ckpt then holds the top-k bookkeeping of the same validation.
     # A log file gets a progress line every `progress_every_n_steps` steps instead of a carriage-return stream.
-    callbacks = [RecordExperiment(cfg, exp_dir, changes, change_epoch), ResumeState(train_loader.batch_sampler),
+    resume_state = ResumeState(train_loader.batch_sampler)
+    callbacks = [RecordExperiment(cfg, exp_dir, changes, change_epoch), resume_state,
                  checkpoint, LastCheckpoint(last, tcfg["checkpoint_every_n_steps"]),
                  TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else int(tcfg["progress_every_n_steps"]))]
     if changes:
@@ -336,6 +337,7 @@ def train(cfg, exp_dir, views, root, allow_change=()):
         "model": cfg["model"]["name"], "n_parameters": n_params, "epochs_trained": trainer.current_epoch,
         "global_step": trainer.global_step, "best_val_loss": float(checkpoint.best_model_score),
         "best_checkpoint": Path(checkpoint.best_model_path).name, "train_seconds_this_run": round(wall, 1),
+        "train_seconds": round(resume_state.train_seconds(), 1),  # every run, killed ones up to their last checkpoint
         "world_size": trainer.world_size,
     }
     io_utils.write_json(summary, exp_dir / "training.json")
