@@ -50,6 +50,22 @@ def test_folder_listing(tmp_path):
     assert rows[0][0] == "dog/0.wav" and rows[0][4] == 8000 and rows[0][5] == 800
 
 
+def test_folder_reads_every_format_libsndfile_reads_and_names_what_it_skips(tmp_path, capsys):
+    folder = _folder(tmp_path, {"dog": 3})
+    tone = 0.1 * np.sin(np.arange(8000) / 5.0)
+    sf.write(folder / "dog" / "extra.oga", tone, 8000, format="OGG", subtype="VORBIS")
+    sf.write(folder / "dog" / "more.flac", tone, 8000)
+    if "MP3" in sf.available_formats():
+        sf.write(folder / "dog" / "song.mp3", tone, 8000, format="MP3")
+    (folder / "dog" / "notes.txt").write_text("not audio")
+    rows = folder_sources(folder)
+    names = sorted(r[0] for r in rows)
+    assert "dog/extra.oga" in names and "dog/more.flac" in names
+    assert ("dog/song.mp3" in names) == ("MP3" in sf.available_formats())
+    out = capsys.readouterr().out
+    assert "skipped 1 file(s)" in out and "dog/notes.txt" in out
+
+
 def test_missing_or_empty_data_dir(tmp_path):
     with pytest.raises(RecipeError, match="does not exist"):
         folder_sources(tmp_path / "nope")

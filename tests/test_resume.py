@@ -113,6 +113,9 @@ def test_kill_9_mid_epoch_then_resume_reaches_the_uninterrupted_weights(work):
     assert figures["final_steps"] == [80, 80]
     assert figures["final_learning_rates"][0] == figures["final_learning_rates"][1] < 0.03  # the scheduler acted
     assert figures["max_abs_weight_difference"] <= 1e-6
+    # the training time counts the killed run up to its last checkpoint, not only the resumed run
+    resumed = figures["resumed_training"]
+    assert resumed["train_seconds"] > resumed["train_seconds_this_run"] + 1.0
 
 
 def test_two_process_cpu_ddp_writes_one_consistent_experiment(work):

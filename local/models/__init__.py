@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from local.common.errors import RecipeError
-from asteroid.models import DPRNNTasNet
+from asteroid.models import ConvTasNet, DPRNNTasNet, SuDORMRFNet
 
 from local.models.dpcl import DPCLDPRNN
 from local.models.gab import GABMasker
@@ -27,6 +27,8 @@ MODELS = {
     "srnn": SRNNMasker,
     "dpcl_dprnn": DPCLDPRNN,
     "dprnn_tasnet": DPRNNTasNet,  # Asteroid's time-domain DPRNN-TasNet, the speaker-separation baseline
+    "sudormrf": SuDORMRFNet,  # Asteroid's SuDoRM-RF (Tzinis et al. 2020): universal separation at a low cost
+    "conv_tasnet": ConvTasNet,  # Asteroid's Conv-TasNet (Luo and Mesgarani 2019)
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
 
