@@ -59,3 +59,28 @@ def test_row_pointing_past_the_end_of_a_file_is_named(tmp_path):
     csv = _one_row_view(tmp_path, "short.wav", 100, 900)
     with pytest.raises(RecipeError, match=r"view.csv row 2: segment \[100, 900\) lies outside .*short.wav \(500 samples\)"):
         ViewDataset(csv, tmp_path)[0]
+
+
+def test_dynamic_mixing_draws_new_reproducible_training_mixtures_from_training_files(tiny_data):
+    from local.data.dynamic_mixing import DynamicMixingDataset
+    from local.data.views import split_candidates
+
+    data_dir, cfg = tiny_data
+    sources, root = load_sources(data_dir)
+    csv = views_dir(data_dir, 2) / "train.csv"
+    dynamic, fixed = DynamicMixingDataset(csv, data_dir, cfg["data"]), ViewDataset(csv, root)
+    n = len(fixed)
+    assert len(dynamic) == n
+    for i in range(3):  # epoch 0 is the stage-1 views
+        torch.testing.assert_close(dynamic[i], fixed[i])
+    train_files = {r["path"] for rows in split_candidates(sources, cfg["data"])["train"].values() for r in rows}
+    differs = 0
+    for i in range(n):
+        view = dynamic.view(2, i)
+        assert {view["path_0"], view["path_1"]} <= train_files and view["label_0"] < view["label_1"]
+        differs += view != dynamic.view(0, i)
+    assert differs >= n - 1
+    mixture, sources_ = dynamic[2 * n + 5]
+    again, _ = DynamicMixingDataset(csv, data_dir, cfg["data"])[2 * n + 5]  # another process, the same item
+    assert torch.equal(mixture, again) and torch.allclose(sources_.sum(0), mixture)
+    assert not torch.equal(mixture, dynamic[3 * n + 5][0])

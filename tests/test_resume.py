@@ -75,6 +75,17 @@ def test_evaluation_order_covers_every_item_on_every_rank_count(monkeypatch):
     assert [len(b) for b in two] == [2, 2] and {i for r in two for b in r for i in b} == set(range(7))
 
 
+def test_epoch_in_index_hands_out_one_code_per_item_and_epoch(monkeypatch):
+    monkeypatch.setattr(resumable, "rank_and_world_size", lambda: (0, 1))
+    sampler = EpochBatchSampler(10, 5, seed=1, epoch_in_index=True)
+    plain = EpochBatchSampler(10, 5, seed=1)
+    for epoch in (0, 3):
+        sampler.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        codes = [i for batch in sampler for i in batch]
+        assert codes == [epoch * 10 + i for batch in plain for i in batch]
+
+
 def test_batch_size_or_process_count_change_only_at_an_epoch_end():
     def checkpoint(items_done, world=1, batch=4):
         return {"callbacks": {"ResumeState": {"epoch": 1, "items_done": items_done, "world_size": world, "batch_size": batch}}}
@@ -116,6 +127,17 @@ def test_kill_9_mid_epoch_then_resume_reaches_the_uninterrupted_weights(work):
     # the training time counts the killed run up to its last checkpoint, not only the resumed run
     resumed = figures["resumed_training"]
     assert resumed["train_seconds"] > resumed["train_seconds_this_run"] + 1.0
+
+
+def test_dynamic_mixing_resumes_exactly_after_kill_9(work):
+    """New training mixtures every epoch (drawn per item from its epoch and index), killed in epoch 1, where the
+    mixtures are no longer the stage-1 views: the resumed run still reaches the uninterrupted weights."""
+    figures = kill_and_resume(work, "tiny", work / "exp_kill_dm", kill_after_step=20,
+                              overrides=["training.epochs=2", "data.dynamic_mixing=true"])
+    print(json.dumps(figures))
+    assert figures["killed_returncode"] == -9 and figures["resumed"] and 16 < figures["resumed_from_step"] <= 20
+    assert figures["final_steps"] == [32, 32]
+    assert figures["max_abs_weight_difference"] <= 1e-6
 
 
 def test_two_process_cpu_ddp_writes_one_consistent_experiment(work):

@@ -84,6 +84,7 @@ RULES = {
     "data.drop_small_categories": boolean(),
     "data.level_db_range": pair(),
     "data.view_seed": integer(lo=0),
+    "data.dynamic_mixing": boolean(),
     "filterbank.n_filters": integer(lo=2),
     "filterbank.kernel_size": integer(lo=2),
     "filterbank.stride": integer(lo=1),

@@ -72,6 +72,13 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, index):
         row = self.df.iloc[index]
+        mixture, sources = self.mix(row, index)
+        if self.return_meta:
+            return mixture, sources, row.to_dict()
+        return mixture, sources
+
+    def mix(self, row, index):
+        """(mixture [T], sources [n_src, T]) of one view row (`index` names the CSV row in errors)."""
         length = int(row["length"])
         sources = torch.zeros(self.n_src, length)
         for i in range(self.n_src):
@@ -79,7 +86,4 @@ class ViewDataset(Dataset):
             offset = int(row[f"mix_start_{i}"])
             segment = segment[: length - offset] * float(10 ** (row[f"gain_db_{i}"] / 20))
             sources[i, offset : offset + len(segment)] = segment
-        mixture = sources.sum(dim=0)
-        if self.return_meta:
-            return mixture, sources, row.to_dict()
-        return mixture, sources
+        return sources.sum(dim=0), sources

@@ -113,39 +113,48 @@ def _segment_level_db(path, start, end):
     return 20 * np.log10(rms)
 
 
-def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, level_db_range, rng, split):
-    """Draw `n_mixtures` rows: n_src distinct labels, a file of each, a segment, a placement and a gain."""
+def check_enough_labels(candidates, n_src):
     labels = sorted(candidates)
     if n_src > len(labels):
         raise RecipeError(
             f"data.n_src = {n_src} but the dataset has only {len(labels)} categories ({', '.join(labels)}); "
             f"lower n_src or add categories"
         )
-    rows = []
-    for m in range(n_mixtures):
-        row = {"mixture_id": f"{split}_{m:06d}", "length": length, "sample_rate": sample_rate}
-        chosen = np.sort(rng.choice(len(labels), size=n_src, replace=False))  # sources in category order
-        for i, label_index in enumerate(chosen):
-            label = labels[label_index]
-            for attempt in range(MAX_REDRAWS):
-                src = candidates[label][rng.integers(len(candidates[label]))]
-                file_sr, n_file = int(src["sample_rate"]), int(src["num_samples"])
-                n_at_mix_rate = int(n_file * sample_rate // file_sr)
-                seg_len = min(n_at_mix_rate, length)  # in mixture samples
-                seg_native = min(n_file, int(round(seg_len * file_sr / sample_rate)))
-                start = int(rng.integers(0, n_file - seg_native + 1))
-                end = start + seg_native
-                mix_start = int(rng.integers(0, length - seg_len + 1))
-                level = _segment_level_db(Path(root) / src["path"], start, end)
-                if level > SILENCE_DB:
-                    break
-            else:
-                raise RecipeError(f"category '{label}': {MAX_REDRAWS} segments in a row were silent (< {SILENCE_DB} dBFS); "
-                                  f"check its files (last: {src['path']})")
-            target = rng.uniform(*level_db_range)
-            row.update({f"path_{i}": src["path"], f"label_{i}": label, f"start_{i}": start, f"end_{i}": end,
-                        f"mix_start_{i}": mix_start, f"gain_db_{i}": round(float(target - level), 4)})
-        rows.append(row)
+    return labels
+
+
+def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, mixture_id):
+    """One view row: n_src distinct labels, a file of each, a segment, a placement and a gain, from `rng`."""
+    row = {"mixture_id": mixture_id, "length": length, "sample_rate": sample_rate}
+    chosen = np.sort(rng.choice(len(labels), size=n_src, replace=False))  # sources in category order
+    for i, label_index in enumerate(chosen):
+        label = labels[label_index]
+        for attempt in range(MAX_REDRAWS):
+            src = candidates[label][rng.integers(len(candidates[label]))]
+            file_sr, n_file = int(src["sample_rate"]), int(src["num_samples"])
+            n_at_mix_rate = int(n_file * sample_rate // file_sr)
+            seg_len = min(n_at_mix_rate, length)  # in mixture samples
+            seg_native = min(n_file, int(round(seg_len * file_sr / sample_rate)))
+            start = int(rng.integers(0, n_file - seg_native + 1))
+            end = start + seg_native
+            mix_start = int(rng.integers(0, length - seg_len + 1))
+            level = _segment_level_db(Path(root) / src["path"], start, end)
+            if level > SILENCE_DB:
+                break
+        else:
+            raise RecipeError(f"category '{label}': {MAX_REDRAWS} segments in a row were silent (< {SILENCE_DB} dBFS); "
+                              f"check its files (last: {src['path']})")
+        target = rng.uniform(*level_db_range)
+        row.update({f"path_{i}": src["path"], f"label_{i}": label, f"start_{i}": start, f"end_{i}": end,
+                    f"mix_start_{i}": mix_start, f"gain_db_{i}": round(float(target - level), 4)})
+    return row
+
+
+def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, level_db_range, rng, split):
+    """Draw `n_mixtures` rows (`draw_view`) from one random stream."""
+    labels = check_enough_labels(candidates, n_src)
+    rows = [draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, f"{split}_{m:06d}")
+            for m in range(n_mixtures)]
     return pd.DataFrame(rows, columns=view_columns(n_src))
 
 

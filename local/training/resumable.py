@@ -52,9 +52,11 @@ class EpochBatchSampler(Sampler):
     permutation, so resuming is "skip that prefix, then shard the rest", with any world size.
     """
 
-    def __init__(self, n_items, batch_size, seed=0, shuffle=True, drop_last=True):
+    def __init__(self, n_items, batch_size, seed=0, shuffle=True, drop_last=True, epoch_in_index=False):
         self.n_items, self.batch_size, self.seed = int(n_items), int(batch_size), int(seed)
         self.shuffle, self.drop_last = shuffle, drop_last
+        # hand out epoch * n_items + i, for datasets that draw a new item per epoch (dynamic mixing)
+        self.epoch_in_index = epoch_in_index
         self.epoch = 0
         self._resume_at = None  # (epoch, items_done) for the next iteration only
 
@@ -83,6 +85,8 @@ class EpochBatchSampler(Sampler):
             padded = torch.cat([rest, rest[: per_rank * world - len(rest)]]) if len(rest) else rest
             shard = padded[rank::world]
             n_batches = math.ceil(len(shard) / self.batch_size)
+        if self.epoch_in_index:
+            shard = shard + epoch * self.n_items
         return [shard[i * self.batch_size:(i + 1) * self.batch_size].tolist() for i in range(n_batches)]
 
     def __iter__(self):

@@ -28,6 +28,7 @@ from local.common import io_utils
 from local.common.config import ABSENT, changed_keys, default_config, diff_configs, flatten
 from local.training.provenance import next_run_number, record_run
 from local.data.dataset import ViewDataset
+from local.data.dynamic_mixing import dynamic_mixing_dataset
 from local.common.errors import RecipeError
 from local.training.losses import make_loss
 from local.models import build_model, count_parameters, model_package
@@ -205,7 +206,8 @@ def make_scheduler(optimizer, optim_cfg):
 
 def make_loaders(cfg, views, root):
     tcfg = cfg["training"]
-    train_set = ViewDataset(views / "train.csv", root)
+    dynamic = bool(cfg["data"]["dynamic_mixing"])
+    train_set = dynamic_mixing_dataset(views / "train.csv", cfg["data"]) if dynamic else ViewDataset(views / "train.csv", root)
     val_set = ViewDataset(views / "val.csv", root)
     for ds in (train_set, val_set):
         if ds.sample_rate != int(cfg["data"]["sample_rate"]) or ds.n_src != int(cfg["data"]["n_src"]):
@@ -215,7 +217,8 @@ def make_loaders(cfg, views, root):
     # Each loader gets its own generator (it seeds the worker processes), so that creating a loader
     # iterator does not draw from the global RNG that dropout uses: a resumed run draws the same masks.
     common = dict(num_workers=workers, persistent_workers=workers > 0)
-    train_sampler = EpochBatchSampler(len(train_set), batch_size, seed=seed, shuffle=True, drop_last=True)
+    train_sampler = EpochBatchSampler(len(train_set), batch_size, seed=seed, shuffle=True, drop_last=True,
+                                      epoch_in_index=dynamic)
     val_sampler = EpochBatchSampler(len(val_set), batch_size, shuffle=False, drop_last=False)
     train_loader = DataLoader(train_set, batch_sampler=train_sampler, generator=torch.Generator().manual_seed(seed), **common)
     val_loader = DataLoader(val_set, batch_sampler=val_sampler, generator=torch.Generator().manual_seed(seed), **common)
