@@ -43,8 +43,8 @@ Options:
   --allow_change K   continue an experiment with these config keys changed, e.g. 'optim.lr training.epochs'
                      (recorded with the epoch in exp/<tag>/history.txt)
   --grid FILE        stage 4 also reports the status of every cell of a grid file
-  --compare A B      stage 4 instead compares two evaluated experiments: the paired difference B - A of their
-                     SI-SDRi and SDRi on the same test mixtures, with a 95 % bootstrap interval
+  --compare A B      compare two evaluated experiments instead (stage 4 only, nothing is trained): the paired
+                     difference B - A of their SI-SDRi and SDRi on the same test mixtures, 95 % bootstrap interval
   --group.key VALUE  override any config key, e.g. --training.epochs 5 --optim.lr 3e-4
   --help             this message
 
@@ -63,6 +63,13 @@ done
 if [ $# -gt 0 ]; then
   echo "$0: unexpected argument '$1' (options are --name value; see --help)" >&2
   exit 1
+fi
+if [ -n "$compare" ]; then  # a comparison reads evaluated experiments: it is stage 4 alone
+  if [ "$stage" -ne 0 ] && [ "$stage" -ne 4 ] || [ "$stop_stage" -ne 4 ]; then
+    echo "$0: --compare runs stage 4 only (it reads two evaluated experiments); leave out --stage/--stop_stage" >&2
+    exit 1
+  fi
+  stage=4
 fi
 for n in stage stop_stage nj; do
   [[ "${!n}" =~ ^[0-9]+$ ]] || { echo "$0: --$n must be a non-negative integer, got '${!n}'" >&2; exit 1; }

@@ -52,3 +52,41 @@ def test_diff_lists_changed_keys():
     a = {"optim": {"lr": 1e-3}, "training": {"epochs": 5}}
     b = {"optim": {"lr": 3e-4}, "training": {"epochs": 5}}
     assert diff_configs(a, b) == ["  optim.lr: 0.001 -> 0.0003"]
+
+
+def _freeze(cfg, path):
+    path.write_text(yaml.safe_dump(cfg))  # as stage 2 writes it (the tag included)
+    return path
+
+
+def test_stage_3_refuses_a_mapping_override_that_contradicts_the_trained_config(tmp_path):
+    """`data.n_mixtures={...}` sets data.n_mixtures.test, etc.: that key is as explicit as one named in full."""
+    from local.common.config import evaluation_config, override_keys
+
+    frozen = _freeze(load_config("lstm_2src"), tmp_path / "conf.yml")
+    overrides = ["data.n_mixtures={train: 10, val: 5, test: 7}"]
+    with pytest.raises(RecipeError, match=r"data.n_mixtures.test = 7 \(trained with"):
+        evaluation_config(frozen, load_config("lstm_2src", overrides), override_keys(overrides))
+    # the eval group may change freely, also as a mapping
+    ok = ["eval.max_mixtures=3"]
+    assert evaluation_config(frozen, load_config("lstm_2src", ok), override_keys(ok))["eval"]["max_mixtures"] == 3
+
+
+@pytest.mark.parametrize("tag", ["chimera_dprnn_2spk_small", "dpcl_dprnn_2spk_small"])
+def test_experiments_trained_before_the_chimera_keys_keep_their_objective(tag, tmp_path):
+    """Before loss.dc and loss.mi existed, the objective was classic DC plus a magnitude MI loss at alpha 0.5.
+    A conf.yml of that time, read with today's defaults, must still describe that objective, and resuming
+    a deep-clustering experiment of that time must not be refused."""
+    from local.common.config import evaluation_config
+    from local.training.train import check_frozen_config
+
+    cfg = load_config(tag)
+    old = dict(cfg, loss={k: v for k, v in cfg["loss"].items() if k not in ("dc", "mi")})
+    old["loss"]["alpha"] = 0.5
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    _freeze(old, exp / "conf.yml")
+    loss = evaluation_config(exp / "conf.yml", cfg, set())["loss"]
+    assert (loss["dc"], loss["mi"], loss["alpha"]) == ("classic", "magnitude", 0.5)
+    if tag.startswith("dpcl"):  # the tag's conf did not change: re-running it continues the experiment
+        assert check_frozen_config(load_config(tag), exp) == []

@@ -161,3 +161,15 @@ def test_interrupted_evaluation_continues_where_it_stopped(trained, tmp_path, mo
     assert "the first 4 mixtures came from" in capsys.readouterr().out
     evaluation.evaluate(cfg, exp, views, root, nj=1, out_dir=tmp_path / "clean")
     assert (tmp_path / "ev" / "metrics.csv").read_bytes() == (tmp_path / "clean" / "metrics.csv").read_bytes()
+
+
+def test_report_plot_survives_an_interval_rounded_past_its_mean(tmp_path):
+    """The interval column is printed to the hundredth; a mean of 5.004 with '[5.01, 6.00]' must still plot."""
+    import pandas as pd
+
+    from local.evaluation.report import plot
+
+    df = pd.DataFrame({"tag": ["a", "b", "c"], "si_sdri": [5.004, 3.0, 7.0],
+                       "si_sdri_ci95": ["[5.01, 6.00]", None, "[6.50, 6.99]"], "bound_si_sdri": [20.0, 18.0, None]})
+    plot(df, tmp_path / "report.png")
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

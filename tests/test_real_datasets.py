@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 
 from local.common.config import load_config
 from local.common.errors import RecipeError
@@ -135,3 +136,29 @@ def test_file_selection_range_is_ignored_with_a_message_where_the_dataset_fixes_
         {"train": 12, "val": 4, "test": 4}  # 4 categories x 3, 1 and 1 folds
     make_views(cfg["data"], data_dir)
     assert "data.file_selection_range is ignored" in capsys.readouterr().out
+
+
+def test_views_made_when_the_range_applied_inside_fixed_splits_are_kept(esc50_tree, tmp_path, capsys):
+    """views.yml files of the earlier versions record the range for fixed-split datasets too: those views are
+    kept (experiments trained on them keep their test set) and the run says how to rebuild them."""
+    from local.data.views import make_views, views_dir
+
+    cfg = load_config("lstm_2src", ["data.format=esc50", f"data.source_dir={esc50_tree}", "data.mixture_seconds=0.5",
+                                    "data.n_mixtures={train: 4, val: 2, test: 2}"])
+    data_dir = tmp_path / "esc50"
+    prepare(cfg["data"], data_dir)
+    out = make_views(cfg["data"], data_dir)
+    meta = out / "views.yml"
+    stored = yaml.safe_load(meta.read_text())
+    assert stored["file_selection_range"] is None
+    stored["file_selection_range"] = cfg["data"]["file_selection_range"]  # as the earlier versions wrote it
+    meta.write_text(yaml.safe_dump(stored))
+    before = (out / "test.csv").read_text()
+    capsys.readouterr()
+    assert make_views(cfg["data"], data_dir) == views_dir(data_dir, 2)
+    printed = capsys.readouterr().out
+    assert "made by an earlier version" in printed and "up to date; skipped" in printed
+    assert (out / "test.csv").read_text() == before
+    # any other difference is still refused
+    with pytest.raises(RecipeError, match="differs in: view_seed"):
+        make_views(dict(cfg["data"], view_seed=99), data_dir)

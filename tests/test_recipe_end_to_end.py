@@ -156,8 +156,11 @@ def test_paired_comparison_of_two_experiments(recipe):
     import shutil
 
     shutil.copytree(work / "exp" / "tiny", work / "exp" / "tiny_copy")
-    result = run(work, "--stage", "4", "--compare", "tiny", "tiny_copy")
+    refused = run(work, "--stage", "2", "--compare", "tiny", "tiny_copy")
+    assert refused.returncode == 1 and "--compare runs stage 4 only" in refused.stderr
+    result = run(work, "--compare", "tiny", "tiny_copy")  # stage 4 alone, without --stage 4: nothing trained
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "stage 2" not in result.stdout and "stages 4..4 done" in result.stdout
     out = json.loads((work / "exp" / "compare_tiny_vs_tiny_copy.json").read_text())
     assert out["n_mixtures"] == 6 and out["si_sdri"]["mean"] == 0 and out["si_sdri"]["ci95"] == [0, 0]
     assert "no difference shown" in result.stdout

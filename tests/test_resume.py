@@ -126,7 +126,8 @@ def test_kill_9_mid_epoch_then_resume_reaches_the_uninterrupted_weights(work):
     assert figures["max_abs_weight_difference"] <= 1e-6
     # the training time counts the killed run up to its last checkpoint, not only the resumed run
     resumed = figures["resumed_training"]
-    assert resumed["train_seconds"] > resumed["train_seconds_this_run"] + 1.0
+    assert resumed["train_seconds_earlier_runs"] > 0
+    assert resumed["train_seconds"] >= resumed["train_seconds_this_run"] + resumed["train_seconds_earlier_runs"] - 0.15
 
 
 def test_dynamic_mixing_resumes_exactly_after_kill_9(work):

@@ -95,7 +95,7 @@ def kill_and_resume(work, tag, exp_root, kill_after_step, overrides=()):
                                  ["param_groups"][0]["lr"] for p in final],
         "max_abs_weight_difference": max_weight_difference(*(checkpoint_weights(p) for p in final)),
         "resumed_training": {k: v for k, v in json.loads((exp_root / "killed" / tag / "training.json").read_text()).items()
-                             if k in ("train_seconds", "train_seconds_this_run")},
+                             if k.startswith("train_seconds")},
     }
 
 

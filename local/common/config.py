@@ -235,7 +235,8 @@ def evaluation_config(frozen_path, requested, explicit_keys):
     cfg["eval"] = deep_merge(frozen.get("eval") or {}, requested["eval"])
     cfg["tag"] = requested["tag"]
     differences = [(k, a, b) for k, a, b in changed_keys(frozen, requested) if k.split(".")[0] not in ("eval", "tag")]
-    refused = [(k, a, b) for k, a, b in differences if k in explicit_keys]
+    # an override of a mapping ('data.n_mixtures={...}') sets every key below it
+    refused = [(k, a, b) for k, a, b in differences if any(k == e or k.startswith(e + ".") for e in explicit_keys)]
     if refused:
         lines = "; ".join(f"{k} = {b!r} (trained with {a!r})" for k, a, b in refused)
         raise RecipeError(f"stage 3 evaluates the experiment as it was trained ({frozen_path}), but the command line "

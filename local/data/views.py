@@ -173,6 +173,14 @@ def make_views(data_cfg, data_dir, announce_skip=True):
         done = yaml.safe_load(meta_path.read_text())
         # a setting introduced after these views were made matches while it keeps its neutral value
         done.update({k: v for k, v in settings.items() if k not in done and v in (None, False)})
+        if fixed and done.get("file_selection_range") is not None:
+            # Views made before the fixed splits were used whole: the range then picked files inside each split.
+            # They stay as they are, so experiments trained on them keep their test set.
+            if dataset_format(data_dir) not in SCP_FORMATS and {**done, "file_selection_range": None} == settings:
+                print(f"stage 1: {out_dir} was made by an earlier version that applied data.file_selection_range "
+                      f"inside the dataset's fixed splits; kept as it is. Delete {out_dir} to rebuild it from every "
+                      f"file of each split.", flush=True)
+            done["file_selection_range"] = None
         if done == settings and all((out_dir / f"{s}.csv").is_file() for s in SPLITS):
             if announce_skip:
                 print(f"stage 1: views in {out_dir} are up to date; skipped", flush=True)

@@ -19,7 +19,8 @@ metric, example and the permutation column refer to that one assignment. A model
 its own order, so that slot errors are visible.
 
 Mixtures go through the model in chunks; the metrics of a chunk run in `--nj` worker processes with
-single-threaded BLAS (one worker with --nj 1, so that results are identical for every N). Each finished
+single-threaded BLAS (with --nj 1 in this process, also single-threaded, so that results are identical for
+every N). Each finished
 chunk is saved under eval/.partial/; an interrupted evaluation re-run with the same model and settings
 continues after the last finished chunk. Every file is written atomically.
 """

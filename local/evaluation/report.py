@@ -105,8 +105,9 @@ def plot(df, path):
     if "si_sdri_ci95" in done:  # "[low, high]" strings -> error bar lengths
         bounds = [[float(v) for v in str(c).strip("[]").split(",")] if isinstance(c, str) else [m, m]
                   for c, m in zip(done["si_sdri_ci95"], done["si_sdri"])]
-        errors = np.array([[m - lo for (lo, _), m in zip(bounds, done["si_sdri"])],
-                           [hi - m for (_, hi), m in zip(bounds, done["si_sdri"])]])
+        # the interval is printed to the hundredth and may then miss the mean by a rounding: clip at 0
+        errors = np.clip(np.array([[m - lo for (lo, _), m in zip(bounds, done["si_sdri"])],
+                                   [hi - m for (_, hi), m in zip(bounds, done["si_sdri"])]], dtype=float), 0, None)
     ax.bar(done["tag"], done["si_sdri"], color="tab:blue", label="model (95 % interval)", yerr=errors, capsize=3)
     if "bound_si_sdri" in done:
         ax.scatter(done["tag"], done["bound_si_sdri"], color="tab:red", marker="_", s=400, label="its oracle bound")

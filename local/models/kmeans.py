@@ -5,8 +5,8 @@ per iteration), instead of one scikit-learn call per utterance: evaluation of a 
 network, not by the clustering. Deterministic for a given seed:
 - restart 0 starts from farthest points (the first centre is the active point with the largest weighted
   projection on the mean embedding, then repeatedly the active point farthest from the chosen centres);
-- restarts 1 .. n_init-1 start from k-means++ seeds (Arthur and Vassilvitskii 2007) drawn with a seeded
-  generator;
+- restarts 1 .. n_init-1 start from k-means++ seeds (Arthur and Vassilvitskii 2007) drawn from seeded
+  uniforms shared by every utterance, so an utterance's result does not depend on the rest of its batch;
 and each utterance keeps the restart with the lowest weighted inertia, as scikit-learn's `n_init` does
 (a single farthest-point start seeds from outliers and can understate deep clustering).
 """
@@ -25,16 +25,22 @@ def _farthest_point_init(points, active, w, k):
     return torch.stack(centres, dim=1)  # [B, k, D]
 
 
-def _kmeanspp_init(points, active, k, generator):
+def _kmeanspp_init(points, active, k, uniforms):
+    """k-means++ seeds, drawn by inverse CDF from `uniforms` [k] shared by every utterance: an utterance gets
+    the same seeds whatever else is in its batch (a batch-wide sampler would hand it other draws)."""
     batch, n, _ = points.shape
     # rows without any active point draw from all points, so that sampling is always defined
     allowed = (active | ~active.any(dim=1, keepdim=True)).to(points.dtype)
-    pick = lambda probs: torch.multinomial(probs + 1e-12 * allowed, 1, generator=generator).squeeze(1)
-    centres = [points[torch.arange(batch), pick(allowed)]]
+
+    def pick(weights, u):
+        cdf = (weights + 1e-12 * allowed).cumsum(dim=1)
+        return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp(max=n - 1)
+
+    centres = [points[torch.arange(batch), pick(allowed, uniforms[0])]]
     min_dist = torch.full((batch, n), float("inf"), device=points.device)
-    for _ in range(1, k):
+    for j in range(1, k):
         min_dist = torch.minimum(min_dist, ((points - centres[-1].unsqueeze(1)) ** 2).sum(-1))
-        centres.append(points[torch.arange(batch), pick(min_dist * allowed)])
+        centres.append(points[torch.arange(batch), pick(min_dist * allowed, uniforms[j])])
     return torch.stack(centres, dim=1)
 
 
@@ -49,8 +55,9 @@ def batched_kmeans(points, weights, k, iterations=20, n_init=1, seed=0):
     active = weights > 0
     w = weights.clamp(min=0).unsqueeze(-1)  # [B, N, 1]
     inits = [_farthest_point_init(points, active, w, k)]
-    generator = torch.Generator(device=points.device).manual_seed(int(seed))
-    inits += [_kmeanspp_init(points, active, k, generator) for _ in range(int(n_init) - 1)]
+    generator = torch.Generator().manual_seed(int(seed))
+    uniforms = torch.rand(max(int(n_init) - 1, 0), k, 1, generator=generator, dtype=points.dtype).to(points.device)
+    inits += [_kmeanspp_init(points, active, k, u.unsqueeze(1).repeat(1, batch, 1)) for u in uniforms]
     centres = torch.cat(inits)  # [n_init * B, k, D], restart-major
     pts, ww = points.repeat(len(inits), 1, 1), w.repeat(len(inits), 1, 1)
     for _ in range(iterations):

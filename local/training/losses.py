@@ -206,7 +206,7 @@ class DeepClusteringObjective(nn.Module):
 
     uses_model = True  # called as loss(model, mixture, sources), see SeparationSystem
 
-    def __init__(self, alpha, vad_db, dc="classic", mi="tpsa"):
+    def __init__(self, alpha, vad_db, dc="classic", mi="magnitude"):
         super().__init__()
         if dc not in ("classic", "whitened"):
             raise RecipeError(f"loss.dc must be classic or whitened, got {dc!r}")

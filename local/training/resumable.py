@@ -182,7 +182,8 @@ class ResumeState(pl.Callback):
         self.epoch, self.items_done = state_dict["epoch"], state_dict["items_done"]
         self.sampler.resume(self.epoch, self.items_done)
         self._restored_rng = state_dict["rng"]
-        self.seconds_before, self.started = float(state_dict.get("train_seconds", 0.0)), time.time()
+        # `started` stays at this run's start: the run's set-up counts, as it does in the run's wall time
+        self.seconds_before = float(state_dict.get("train_seconds", 0.0))
 
 
 def step_epoch_schedulers(trainer, metrics):

@@ -341,6 +341,7 @@ def train(cfg, exp_dir, views, root, allow_change=()):
         "global_step": trainer.global_step, "best_val_loss": float(checkpoint.best_model_score),
         "best_checkpoint": Path(checkpoint.best_model_path).name, "train_seconds_this_run": round(wall, 1),
         "train_seconds": round(resume_state.train_seconds(), 1),  # every run, killed ones up to their last checkpoint
+        "train_seconds_earlier_runs": round(resume_state.seconds_before, 1),
         "world_size": trainer.world_size,
     }
     io_utils.write_json(summary, exp_dir / "training.json")
