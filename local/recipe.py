@@ -12,6 +12,7 @@ from pathlib import Path
 
 from local.common.config import evaluation_config, load_config, override_keys
 from local.common.errors import RecipeError, exit_on_recipe_error
+from local.data.prepare import GENERATED
 
 STAGES = ("prepare", "views", "train", "eval", "report")
 
@@ -41,10 +42,13 @@ def resolve_config(args):
     if args.data_dir:
         source = Path(args.data_dir).expanduser().resolve()
         overrides.append(f"data.source_dir={source}")
+        # the prepared dataset is named after the folder, whatever name the config gives its own data
+        # (a speaker config would otherwise store a user's folder under data/synth_speakers/)
         if not args.dataset and not any(o.startswith("data.dataset=") for o in overrides):
-            cfg = load_config(args.tag, overrides)
-            if cfg["data"]["dataset"] == "synth":  # the default name: use the folder's name instead
-                overrides.append(f"data.dataset={source.name}")
+            overrides.append(f"data.dataset={source.name}")
+        if not any(o.startswith("data.format=") for o in overrides):
+            if load_config(args.tag, overrides)["data"]["format"] in GENERATED:  # the config's generator
+                overrides.append("data.format=folder")
     if args.dataset:
         overrides.append(f"data.dataset={args.dataset}")
     return load_config(args.tag, overrides), overrides

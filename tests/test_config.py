@@ -90,3 +90,19 @@ def test_experiments_trained_before_the_chimera_keys_keep_their_objective(tag, t
     assert (loss["dc"], loss["mi"], loss["alpha"]) == ("classic", "magnitude", 0.5)
     if tag.startswith("dpcl"):  # the tag's conf did not change: re-running it continues the experiment
         assert check_frozen_config(load_config(tag), exp) == []
+
+
+@pytest.mark.parametrize("tag", ["lstm_2src", "dpcl_dprnn_2spk_small"])
+def test_data_dir_names_the_dataset_after_the_folder_whatever_the_config(tag, tmp_path):
+    """A speaker config names its own data synth_speakers and generates it: a user's folder must neither be
+    stored under data/synth_speakers/ nor be ignored for the generator."""
+    from local.recipe import parse_args, resolve_config
+
+    folder = tmp_path / "my_voices"
+    cfg, _ = resolve_config(parse_args(["prepare", "--tag", tag, "--data_dir", str(folder)]))
+    assert (cfg["data"]["dataset"], cfg["data"]["source_dir"]) == ("my_voices", str(folder))
+    assert cfg["data"]["format"] in ("auto", "folder")
+    named, _ = resolve_config(parse_args(["prepare", "--tag", tag, "--data_dir", str(folder), "--dataset", "voices9"]))
+    assert named["data"]["dataset"] == "voices9"
+    listed, _ = resolve_config(parse_args(["prepare", "--tag", tag, "--data_dir", str(folder), "data.format=listing"]))
+    assert listed["data"]["format"] == "listing"

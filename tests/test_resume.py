@@ -157,3 +157,35 @@ def test_two_process_cpu_ddp_writes_one_consistent_experiment(work):
     assert model(torch.zeros(1, 4000)).shape == (1, 2, 4000)
     assert not [p for p in exp.rglob(".*") if p.is_file()], "temporary files left behind"
     assert not os.path.exists(exp / "history.txt")
+
+
+def test_snapshots_are_taken_at_their_training_minutes_and_kept_across_a_resume(tmp_path, tiny_cfg):
+    """SaveSnapshots writes the model once the experiment's training time (earlier runs included) passes each
+    mark, as a package that loads and holds the weights of that moment; a resumed run keeps earlier snapshots."""
+    from types import SimpleNamespace
+
+    from local.models import build_model, load_model
+    from local.training.train import SaveSnapshots
+
+    clock = {"seconds": 0.0}
+    state = SimpleNamespace(train_seconds=lambda: clock["seconds"])
+    model = build_model(tiny_cfg)
+    module, trainer = SimpleNamespace(model=model), SimpleNamespace(is_global_zero=True)
+    snapshots = SaveSnapshots([5, 2], tmp_path, state)
+    first = next(model.parameters())
+    for seconds, value in ((60, 1.0), (130, 2.0), (200, 3.0), (301, 4.0), (400, 5.0)):
+        clock["seconds"] = seconds
+        with torch.no_grad():
+            first.fill_(value)
+        snapshots.on_train_batch_end(trainer, module, None, None, 0)
+    saved = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert saved == ["minutes_2.pth", "minutes_5.pth"]
+    # the weights of the first batch past each mark: 2.0 at 130 s, 4.0 at 301 s
+    assert float(next(load_model(tmp_path / "snapshots" / "minutes_2.pth").parameters()).detach().flatten()[0]) == 2.0
+    assert float(next(load_model(tmp_path / "snapshots" / "minutes_5.pth").parameters()).detach().flatten()[0]) == 4.0
+    # a resumed run past both marks does not overwrite them
+    resumed = SaveSnapshots([2, 5], tmp_path, state)
+    with torch.no_grad():
+        first.fill_(9.0)
+    resumed.on_train_batch_end(trainer, module, None, None, 0)
+    assert float(next(load_model(tmp_path / "snapshots" / "minutes_2.pth").parameters()).detach().flatten()[0]) == 2.0

@@ -70,7 +70,8 @@ def _metrics(v):
 
 RULES = {
     "data.dataset": text(),
-    "data.format": choice("auto", "synth", "synth_speakers", "folder", "esc50", "fsdkaggle2018", "wsj0-2mix",
+    "data.format": choice("auto", "synth", "synth_speakers", "folder", "esc50", "fsdkaggle2018", "listing",
+                          "debian_sounds", "debian_speech", "wsj0-2mix",
                           "librimix"),
     "data.source_dir": text(null=True),
     "data.sample_rate": integer(lo=1000),
@@ -105,6 +106,8 @@ RULES = {
     "training.save_top_k": integer(lo=1),
     "training.gradient_clip_val": number(above=0, null=True),
     "training.max_minutes": number(above=0, null=True),
+    "training.snapshot_minutes": ((lambda v: isinstance(v, list) and all(_is_number(x) and x > 0 for x in v)),
+                                  "a list of minutes > 0, e.g. [2, 5, 10] (or [])"),
     "training.val_check_interval": number(above=0),
     "training.checkpoint_every_n_steps": integer(lo=1, null=True),
     "training.progress_every_n_steps": integer(lo=1),

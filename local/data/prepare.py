@@ -19,6 +19,12 @@ Formats:
           (fname, label, manually_verified, freesound_id, license); only manually verified clips are
           kept, and each category is split by `data.file_selection_range` (the study: train [0, 40),
           val [40, 50), test [50, 60))
+  listing a CSV listing: <source_dir>/listing.csv with `path` (relative to source_dir), `label` and `split`
+          (train, val or test; or empty in every row, then `file_selection_range` splits each label); other
+          columns (source, license, ...) are kept in the listing and ignored here
+  debian_sounds, debian_speech  real recordings from Debian packages of sample libraries and voice prompts:
+          stage 0 fetches and unpacks them into source_dir and lists them (local/data/debian_packages.py),
+          then reads that listing
 """
 from pathlib import Path
 
@@ -29,6 +35,7 @@ import yaml
 
 from local.common import io_utils
 from local.common.errors import RecipeError
+from local.data import debian_packages
 from local.data.scp import SCP_FORMATS, scp_sources
 from local.data.sources import MIN_FILES_PER_CATEGORY, SOURCES_COLUMNS, SPLITS, audio_info
 from local.data.synth_sounds import CATEGORIES, render
@@ -194,8 +201,27 @@ def fsdkaggle2018_sources(source_dir):
     return rows
 
 
+LISTING_COLUMNS = ["path", "label", "split"]
+
+
+def listing_sources(source_dir):
+    """Rows of <source_dir>/listing.csv, checking each split value and each file."""
+    source_dir = Path(source_dir)
+    path = source_dir / "listing.csv"
+    listing = read_metadata(path, LISTING_COLUMNS)
+    bad = listing[~listing["split"].astype(str).isin(("",) + SPLITS)]
+    if len(bad):
+        row = bad.index[0]
+        raise RecipeError(f"{path} row {row + 2}: split {bad['split'].iloc[0]!r}; a split is train, val, test or empty")
+    entries = [(r.path, str(r.label), str(r.split)) for r in listing.itertuples()]
+    rows = _listed_rows(source_dir, source_dir, entries)
+    print(f"  listing: {len(rows)} files with {listing['label'].nunique()} labels", flush=True)
+    return rows
+
+
+DEBIAN_FORMATS = {"debian_sounds": "sounds", "debian_speech": "speech"}
 GENERATED = ("synth", "synth_speakers")
-FORMATS = GENERATED + ("folder", "esc50", "fsdkaggle2018") + SCP_FORMATS
+FORMATS = GENERATED + ("folder", "esc50", "fsdkaggle2018", "listing") + tuple(DEBIAN_FORMATS) + SCP_FORMATS
 
 
 def prep_settings(data_cfg, fmt):
@@ -236,6 +262,9 @@ def prepare(data_cfg, data_dir):
         rows, root = synth_speaker_sources(data_dir, data_cfg), "."
     else:
         root = settings["source_dir"]
+        if fmt in DEBIAN_FORMATS:  # fetched here: the folder is made
+            Path(root).mkdir(parents=True, exist_ok=True)
+            debian_packages.build(root, DEBIAN_FORMATS[fmt])
         if not Path(root).is_dir():
             raise RecipeError(f"--data_dir {root} does not exist or is not a directory")
         if fmt == "folder":
@@ -244,6 +273,8 @@ def prepare(data_cfg, data_dir):
             rows = esc50_sources(root, data_cfg)
         elif fmt in SCP_FORMATS:
             rows = scp_sources(root, data_dir, fmt, data_cfg)
+        elif fmt == "listing" or fmt in DEBIAN_FORMATS:
+            rows = listing_sources(root)
         else:
             rows = fsdkaggle2018_sources(root)
     df = pd.DataFrame(rows, columns=SOURCES_COLUMNS)

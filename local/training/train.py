@@ -73,7 +73,7 @@ class SeparationSystem(System):
 # Keys that may change when an experiment continues, on purpose (--allow_change): they steer the rest
 # of the training without making it a different experiment. Each change is recorded in history.txt.
 CHANGEABLE = ("optim.lr", "optim.weight_decay", "optim.lr_patience", "optim.lr_factor", "training.epochs",
-              "training.early_stop_patience", "training.batch_size", "training.num_workers", "training.max_minutes",
+              "training.early_stop_patience", "training.batch_size", "training.num_workers", "training.max_minutes", "training.snapshot_minutes",
               "training.val_check_interval", "training.gradient_clip_val", "training.save_top_k",
               "training.checkpoint_every_n_steps", "training.progress_every_n_steps", "training.accelerator",
               "training.devices", "training.num_nodes", "training.strategy")
@@ -252,6 +252,31 @@ class RecordExperiment(pl.Callback):
         trainer.strategy.barrier("record_experiment")
 
 
+class SaveSnapshots(pl.Callback):
+    """Saves the model as it is after each of `minutes` of training time (all runs of the experiment, as
+    `train_seconds`), as an Asteroid package in exp/<tag>/snapshots/minutes_<m>.pth: the weights a budget
+    of that many minutes buys, which the quality-per-CPU-minute benchmark evaluates. Global rank 0 only."""
+
+    def __init__(self, minutes, exp_dir, resume_state):
+        self.minutes, self.dir, self.resume_state = sorted(float(m) for m in minutes), Path(exp_dir) / "snapshots", resume_state
+
+    @staticmethod
+    def name(minutes):
+        return f"minutes_{minutes:g}.pth"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not trainer.is_global_zero:
+            return
+        while self.minutes and self.resume_state.train_seconds() >= self.minutes[0] * 60:
+            path = self.dir / self.name(self.minutes.pop(0))
+            if not path.is_file():  # a resumed run keeps the snapshots its earlier runs took
+                self.dir.mkdir(exist_ok=True)
+                with io_utils.atomic_path(path) as tmp:
+                    torch.save(model_package(pl_module.model), tmp)
+                print(f"stage 2: wrote {path} after {self.resume_state.train_seconds() / 60:.2f} minutes of training",
+                      flush=True)
+
+
 def epochs_trained(checkpoint):
     """Epochs whose training part was finished when `checkpoint` was taken: the index (as in
     logs/metrics.csv) of the epoch a resumed run continues in, where changed settings apply from.
@@ -314,6 +339,8 @@ def train(cfg, exp_dir, views, root, allow_change=()):
     callbacks = [RecordExperiment(cfg, exp_dir, changes, change_epoch), resume_state,
                  checkpoint, LastCheckpoint(last, tcfg["checkpoint_every_n_steps"]),
                  TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else int(tcfg["progress_every_n_steps"]))]
+    if tcfg["snapshot_minutes"]:
+        callbacks.append(SaveSnapshots(tcfg["snapshot_minutes"], exp_dir, resume_state))
     if changes:
         callbacks.append(ApplyChangedSettings(float(cfg["optim"]["lr"]), tcfg["early_stop_patience"]))
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))

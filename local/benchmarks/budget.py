@@ -1,0 +1,115 @@
+"""Benchmark: separation quality per CPU-minute of training (issue 12).
+
+    python -m local.benchmarks.budget --recipe egs/debian_sounds/run.sh --tags lstm_2src_sisdr sudormrf_2src \
+        --minutes 2 5 10 --dynamic_mixing false true --work exp/benchmarks/budget_debian_sounds
+
+For every tag and dynamic-mixing setting, one training run (stages 0-2 of the recipe, in `--work`, same seed)
+saves the model after each budget of training minutes (`training.snapshot_minutes`); each snapshot is then
+evaluated by stage 3 on the same test views. One run per cell, not one per budget: a 2-minute budget gets the
+weights the 10-minute run had after 2 minutes (the learning-rate schedule is the same up to then, since the
+plateau scheduler acts on validations only). Budgets are wall-clock minutes of this machine's CPU, with
+whatever threads torch uses; run it alone. Prints a table and writes JSON and a figure next to it.
+"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from local.benchmarks import publish
+from local.training.train import SaveSnapshots
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(command, cwd, log):
+    print("$ " + " ".join(command), flush=True)
+    with open(log, "a") as out:
+        done = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"budget: the command failed (exit {done.returncode}); see {log}")
+
+
+def cell(recipe, tag, dynamic, minutes, work, extra):
+    """Train one cell with snapshots, evaluate each snapshot; returns one row per budget."""
+    exp = work / f"exp_dm{int(dynamic)}"
+    log = work / f"{tag}_dm{int(dynamic)}.log"
+    budget = max(minutes)
+    start = time.time()
+    _run([str(recipe), "--stage", "0", "--stop_stage", "2", "--tag", tag, "--exp_dir", str(exp),
+          "--training.epochs", "1000", "--training.early_stop_patience", "null",
+          "--training.max_minutes", f"{budget + 0.25:g}", "--training.snapshot_minutes", json.dumps(list(minutes)),
+          "--data.dynamic_mixing", "true" if dynamic else "false", *extra], work, log)
+    train_wall = time.time() - start
+    rows = []
+    for m in minutes:
+        snapshot = exp / tag / "snapshots" / SaveSnapshots.name(float(m))
+        if not snapshot.is_file():
+            sys.exit(f"budget: no snapshot after {m} minutes in {snapshot.parent}; see {log}")
+        at = work / f"at_{m:g}min_dm{int(dynamic)}"
+        (at / tag).mkdir(parents=True, exist_ok=True)
+        shutil.copy(exp / tag / "conf.yml", at / tag / "conf.yml")
+        shutil.copy(snapshot, at / tag / "best_model.pth")
+        _run([str(recipe), "--stage", "3", "--stop_stage", "3", "--tag", tag, "--exp_dir", str(at), *extra], work, log)
+        summary = json.loads((at / tag / "eval" / "summary.json").read_text())
+        rows.append({"tag": tag, "dynamic_mixing": dynamic, "minutes": m, "si_sdri": summary.get("si_sdri"),
+                     "si_sdri_ci95": summary.get("si_sdri_ci95"), "sdri": summary.get("sdri"),
+                     "bound": summary.get("bound"), "bound_si_sdri": summary.get("bound_si_sdri"),
+                     "n_mixtures": summary.get("n_mixtures"), "train_wall_seconds": round(train_wall, 1)})
+        print(f"  {tag} dm={dynamic} {m:g} min: SI-SDRi {rows[-1]['si_sdri']:.2f} {rows[-1]['si_sdri_ci95']}", flush=True)
+    return rows
+
+
+def figure(rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for key in sorted({(r["tag"], r["dynamic_mixing"]) for r in rows}):
+        line = sorted((r for r in rows if (r["tag"], r["dynamic_mixing"]) == key), key=lambda r: r["minutes"])
+        ax.errorbar([r["minutes"] for r in line], [r["si_sdri"] for r in line], capsize=3, marker="o",
+                    yerr=[[max(0, r["si_sdri"] - r["si_sdri_ci95"][0]) for r in line],
+                          [max(0, r["si_sdri_ci95"][1] - r["si_sdri"]) for r in line]],
+                    label=f"{key[0]}{' + dynamic mixing' if key[1] else ''}")
+    ax.set_xlabel("training minutes (2-core CPU)")
+    ax.set_ylabel("test SI-SDRi (dB)")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="run.sh", help="the recipe script (run.sh, egs/<name>/run.sh)")
+    parser.add_argument("--tags", nargs="+", default=["lstm_2src_sisdr"])
+    parser.add_argument("--minutes", nargs="+", type=float, default=[2, 5, 10])
+    parser.add_argument("--dynamic_mixing", nargs="+", choices=("false", "true"), default=["false", "true"])
+    parser.add_argument("--work", default="exp/benchmarks/budget", help="where data/, the runs and the results go")
+    parser.add_argument("extra", nargs="*", help="more recipe options, after --, e.g. -- --data_dir DIR")
+    args = parser.parse_args(argv)
+    recipe, work = (ROOT / args.recipe).resolve(), Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for tag in args.tags:
+        for dynamic in args.dynamic_mixing:
+            rows += cell(recipe, tag, dynamic == "true", sorted(args.minutes), work, args.extra)
+    print(f"\n{'tag':<22} {'dyn. mixing':>11} {'minutes':>7} {'SI-SDRi':>8} {'95 % interval':>16} {'bound':>12}")
+    for r in rows:
+        ci = r["si_sdri_ci95"] or [float("nan")] * 2
+        bound = f"{r['bound']} {r['bound_si_sdri']:.2f}" if r["bound"] else "-"
+        print(f"{r['tag']:<22} {str(r['dynamic_mixing']):>11} {r['minutes']:>7g} {r['si_sdri']:>8.2f} "
+              f"[{ci[0]:>6.2f}, {ci[1]:>6.2f}] {bound:>12}")
+    figure(rows, work / "budget.png", f"{args.recipe}: SI-SDRi per training budget")
+    print(f"wrote {work / 'budget.png'}")
+    publish({"recipe": args.recipe, "extra": args.extra, "rows": rows}, work / "budget.json")
+
+
+if __name__ == "__main__":
+    main()
