@@ -93,6 +93,14 @@ banner() {
   echo "============================================================"
 }
 
+# One owner per experiment (local/common/ownership.py): this run holds exp/<tag>/.owner through stages 2-3;
+# another run on the same tag stops with exit code 75 and a line naming this one.
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 2 ]; then
+  "$LISTENER_PY" -m local.common.ownership acquire "$exp_dir/$tag" --pid $$ || exit $?
+  trap '"$LISTENER_PY" -m local.common.ownership release "$exp_dir/$tag" --pid $$' EXIT
+  export LISTENER_OWNER_PID=$$
+fi
+
 SECONDS=0
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then banner 0 "data preparation"; recipe prepare; fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then banner 1 "views"; recipe views; fi

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from local.common.config import evaluation_config, load_config, override_keys
 from local.common.errors import RecipeError, exit_on_recipe_error
+from local.common.ownership import ExperimentOwnership
 from local.data.prepare import GENERATED
 
 STAGES = ("prepare", "views", "train", "eval", "report")
@@ -92,14 +93,15 @@ def main(argv=None):
         # A config may need views stage 1 has not made yet (e.g. 5 sources): make them now, quietly
         # when they are already there.
         views = make_views(cfg["data"], data_dir, announce_skip=False)
-        if args.stage == "train":
-            from local.training.train import train
+        with ExperimentOwnership(exp_dir):  # one process trains or evaluates an experiment at a time
+            if args.stage == "train":
+                from local.training.train import train
 
-            train(cfg, exp_dir, views, root, allow_change=args.allow_change.replace(",", " ").split())
-        else:
-            from local.evaluation.evaluate import evaluate
+                train(cfg, exp_dir, views, root, allow_change=args.allow_change.replace(",", " ").split())
+            else:
+                from local.evaluation.evaluate import evaluate
 
-            evaluate(cfg, exp_dir, views, root, nj=args.nj)
+                evaluate(cfg, exp_dir, views, root, nj=args.nj)
 
 
 if __name__ == "__main__":

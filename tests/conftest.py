@@ -9,6 +9,17 @@ sys.path.insert(0, str(ROOT))
 
 from local.common.config import load_config  # noqa: E402
 
+# conf/tiny.yml of the end-to-end tests (run.sh in a scratch folder): 2 sources, half-second mixtures, seconds to train
+TINY_RECIPE = {
+    "base": ["base/lstm.yml"],
+    "data": {"n_src": 2, "mixture_seconds": 0.5, "n_mixtures": {"train": 32, "val": 8, "test": 6},
+             "file_selection_range": {"train": [0, 4], "val": [4, 5], "test": [5, 6]},
+             "synth": {"clips_per_category": 6, "min_seconds": 1.0, "max_seconds": 1.5}},
+    "model": {"hidden_size": 16, "n_layers": 1},
+    "training": {"epochs": 2, "batch_size": 8, "num_workers": 0},
+    "eval": {"n_examples": 2},
+}
+
 TINY_OVERRIDES = [
     "data.synth.clips_per_category=6",
     "data.synth.min_seconds=1.0",

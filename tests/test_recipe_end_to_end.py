@@ -1,24 +1,18 @@
 """The whole recipe through run.sh, stages 0 to 4, on a tiny config, then the idempotence and error paths."""
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_RECIPE
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = {
-    "base": ["base/lstm.yml"],
-    "data": {"n_src": 2, "mixture_seconds": 0.5, "n_mixtures": {"train": 32, "val": 8, "test": 6},
-             "file_selection_range": {"train": [0, 4], "val": [4, 5], "test": [5, 6]},
-             "synth": {"clips_per_category": 6, "min_seconds": 1.0, "max_seconds": 1.5}},
-    "model": {"hidden_size": 16, "n_layers": 1},
-    "training": {"epochs": 2, "batch_size": 8, "num_workers": 0},
-    "eval": {"n_examples": 2},
-}
+TINY = TINY_RECIPE
 
 
 def run(cwd, *args):
@@ -261,3 +255,30 @@ def test_five_source_gab_recipe_end_to_end(tmp_path):
     assert len(list(example.glob("*_estimate.wav"))) == 5
     summary = json.loads((ev / "summary.json").read_text())
     assert summary["n_src"] == 5 and summary["model"] == "gab"
+
+
+def test_a_second_run_on_an_owned_experiment_stops_and_grid_runners_skip_it(recipe):
+    """Another process owns exp/tiny (a live pid on this host): run.sh stops at once with exit code 75 and names
+    it; utils/run_grid.sh skips that cell and goes on; once the owner is gone, the cell is taken over."""
+    work, _ = recipe
+    owner = subprocess.Popen(["sleep", "120"])
+    try:
+        lock = work / "exp" / "tiny" / ".owner"
+        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": owner.pid, "since": "now",
+                                    "command": "./run.sh --tag tiny (machine A)"}))
+        busy = run(work, "--stage", "2", "--stop_stage", "3", "--tag", "tiny")
+        assert busy.returncode == 75 and f"being run by pid {owner.pid}" in busy.stderr and "stage 2" not in busy.stdout
+        assert busy.stderr.count("\n") == 1, busy.stderr
+        grid = work / "grid.yml"
+        grid.write_text("cells:\n  - tiny\n")
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        runner = subprocess.run([str(ROOT / "utils" / "run_grid.sh"), str(grid)], cwd=work, capture_output=True,
+                                text=True, env=env, timeout=600)
+        assert runner.returncode == 0, runner.stderr[-2000:]
+        assert "tiny is run by another process" in runner.stdout and "stage 4" in runner.stdout
+    finally:
+        owner.kill()
+        owner.wait()
+    again = run(work, "--stage", "3", "--stop_stage", "3", "--tag", "tiny")  # the owner is gone: taken over
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "which is gone" in again.stdout + again.stderr and not (work / "exp" / "tiny" / ".owner").exists()

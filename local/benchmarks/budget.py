@@ -58,7 +58,8 @@ def cell(recipe, tag, dynamic, minutes, work, extra):
                      "si_sdri_ci95": summary.get("si_sdri_ci95"), "sdri": summary.get("sdri"),
                      "bound": summary.get("bound"), "bound_si_sdri": summary.get("bound_si_sdri"),
                      "n_mixtures": summary.get("n_mixtures"), "train_wall_seconds": round(train_wall, 1)})
-        print(f"  {tag} dm={dynamic} {m:g} min: SI-SDRi {rows[-1]['si_sdri']:.2f} {rows[-1]['si_sdri_ci95']}", flush=True)
+        print(f"  {tag} dm={dynamic} {m:g} min: SI-SDRi {rows[-1]['si_sdri']:.2f} {rows[-1]['si_sdri_ci95']}",
+              flush=True)
     return rows
 
 

@@ -10,9 +10,11 @@ import sys
 class RecipeError(Exception):
     """A problem with the user's data, config or command line (not a bug in the recipe)."""
 
+    exit_code = 1  # a subclass may say more (75: the experiment is busy, try later)
+
 
 def exit_on_recipe_error(main):
-    """Decorate a `main()` so that a RecipeError becomes `ERROR: <message>` on stderr and exit status 1."""
+    """Decorate a `main()` so that a RecipeError becomes `ERROR: <message>` on stderr and its exit status (1)."""
 
     @functools.wraps(main)
     def guarded(*args, **kwargs):
@@ -20,6 +22,6 @@ def exit_on_recipe_error(main):
             return main(*args, **kwargs)
         except RecipeError as err:
             print(f"ERROR: {err}", file=sys.stderr, flush=True)
-            sys.exit(1)
+            sys.exit(err.exit_code)
 
     return guarded

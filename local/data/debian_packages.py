@@ -264,7 +264,8 @@ def assign_splits(entries, fractions=FRACTIONS):
         kit = pd.Series([e["label"] for e in grouped[source]]).value_counts().to_dict()
 
         def fills(split):
-            shortfall = sum(min(n, max(0.0, fractions[split] * per_category[c] - held[split][c])) for c, n in kit.items())
+            shortfall = sum(min(n, max(0.0, fractions[split] * per_category[c] - held[split][c]))
+                            for c, n in kit.items())
             return shortfall, -sum(held[split].values()) / total / fractions[split]
 
         split = max(SPLITS, key=fills)
@@ -321,7 +322,8 @@ def build(out_dir, kind, min_per_split=None):
                                       else {"train": 20, "val": 5, "test": 5})
     listing, meta = out_dir / "listing.csv", out_dir / "listing.yml"
     versions = fetch(out_dir, packages)
-    settings = {"kind": kind, "listing_version": LISTING_VERSION, "packages": versions, "rules": [list(r) for r in CATEGORY_RULES] if kind == "sounds" else None,
+    settings = {"kind": kind, "listing_version": LISTING_VERSION, "packages": versions,
+                "rules": [list(r) for r in CATEGORY_RULES] if kind == "sounds" else None,
                 "fractions": FRACTIONS, "min_per_split": min_per_split}
     if listing.is_file() and meta.is_file() and yaml.safe_load(meta.read_text()).get("settings") == settings:
         print(f"  {listing} is up to date; kept", flush=True)
@@ -336,7 +338,8 @@ def build(out_dir, kind, min_per_split=None):
     debs = out_dir / "debs"
     io_utils.write_yaml({"settings": settings, "n_files": len(df),
                          "download_bytes": sum(deb_file(debs, p).stat().st_size for p in packages),
-                         "files_per_label_and_split": {k: {s: int(v) for s, v in row.items()} for k, row in counts.iterrows()},
+                         "files_per_label_and_split": {k: {s: int(v) for s, v in row.items()}
+                                                       for k, row in counts.iterrows()},
                          "licenses": df["license"].value_counts().to_dict(), "unreadable": unreadable}, meta)
     print(f"  wrote {listing}: {len(df)} files, {df['label'].nunique()} labels\n"
           + counts.to_string(), flush=True)

@@ -32,6 +32,7 @@ class DynamicMixingDataset(ViewDataset):
         self.length = int(round(float(data_cfg["mixture_seconds"]) * self.sample_rate))
         self.level_db_range = [float(v) for v in data_cfg["level_db_range"]]
         self.seed = int(data_cfg["view_seed"])
+        self.policy = data_cfg.get("mixing_policy", "t0")
 
     def view(self, epoch, index):
         """The view row of item `index` in `epoch` (epoch 0: the stage-1 CSV's row)."""
@@ -39,7 +40,7 @@ class DynamicMixingDataset(ViewDataset):
             return self.df.iloc[index].to_dict()
         rng = np.random.default_rng([self.seed, self.n_src, epoch, index])
         return draw_view(self.candidates, self.labels, self.root, self.n_src, self.length, self.sample_rate,
-                         self.level_db_range, rng, f"train_e{epoch}_{index:06d}")
+                         self.level_db_range, rng, f"train_e{epoch}_{index:06d}", self.policy)
 
     def __getitem__(self, code):
         epoch, index = divmod(int(code), len(self))

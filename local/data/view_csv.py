@@ -16,8 +16,10 @@ def view_columns(n_src):
     return cols
 
 
-def views_dir(data_dir, n_src):
-    return Path(data_dir) / f"{n_src}src"
+def views_dir(data_dir, n_src, n_classes=None, mixing_policy="t0"):
+    """data/<dataset>/<n>src, with `_c<N>` for a pool of N classes and `_t1`/`_t2` for a mixing policy."""
+    return Path(data_dir) / (f"{n_src}src" + (f"_c{n_classes}" if n_classes else "")
+                             + (f"_{mixing_policy}" if mixing_policy not in (None, "t0") else ""))
 
 
 def n_sources_of(columns):

@@ -49,6 +49,9 @@ def view_settings(data_cfg, sources_csv, fixed_splits=False):
         "drop_small_categories": bool(data_cfg.get("drop_small_categories")),
         "segment_seconds": data_cfg.get("segment_seconds"),
         "disjoint_labels": bool(data_cfg.get("disjoint_labels")),
+        # recorded only where they differ from the neutral values that views made before them used
+        "n_classes": data_cfg.get("n_classes"),
+        "mixing_policy": None if data_cfg.get("mixing_policy", "t0") == "t0" else data_cfg["mixing_policy"],
         "sources_sha256": hashlib.sha256(Path(sources_csv).read_bytes()).hexdigest(),
     }
 
@@ -93,6 +96,9 @@ def split_candidates(sources, data_cfg):
                                   f"{sorted(paths[a] & paths[b])[0]}): make data.file_selection_range.{a} and .{b} disjoint")
     labels = {s: {l for l, rows in out[s].items() if rows} for s in SPLITS}
     if data_cfg.get("disjoint_labels"):  # speakers: every split has its own
+        if data_cfg.get("n_classes"):
+            raise RecipeError("data.n_classes picks a pool of categories shared by the splits; with "
+                              "data.disjoint_labels (speakers) it does not apply: set it to null")
         return {s: {l: out[s][l] for l in sorted(labels[s])} for s in SPLITS}
     common = set.intersection(*labels.values())
     missing = {s: sorted(set(out[s]) - labels[s]) for s in SPLITS if set(out[s]) - labels[s]}
@@ -104,7 +110,20 @@ def split_candidates(sources, data_cfg):
     if missing:
         dropped = sorted(set(sources["label"]) - common)
         print(f"stage 1: leaving out {len(dropped)} categories without files in every split: {', '.join(dropped)}")
-    return {s: {l: out[s][l] for l in sorted(common)} for s in SPLITS}
+    pool = class_pool(sorted(common), data_cfg.get("n_classes"), int(data_cfg["view_seed"]))
+    return {s: {l: out[s][l] for l in pool} for s in SPLITS}
+
+
+def class_pool(labels, n_classes, seed):
+    """The first `n_classes` of `labels` in an order seeded by `seed` alone, so that a smaller pool is inside a
+    larger one (WildMix's 5 in 10 in 30 classes); every label, sorted, when n_classes is null."""
+    if not n_classes:
+        return list(labels)
+    if n_classes > len(labels):
+        raise RecipeError(f"data.n_classes = {n_classes} but the dataset has {len(labels)} categories with files in "
+                          f"every split; choose at most {len(labels)}")
+    order = [labels[i] for i in np.random.default_rng([seed, 5030]).permutation(len(labels))]
+    return sorted(order[:n_classes])
 
 
 def _segment_level_db(path, start, end):
@@ -123,7 +142,23 @@ def check_enough_labels(candidates, n_src):
     return labels
 
 
-def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, mixture_id):
+def placement(n_file_at_mix_rate, length, sample_rate, policy, rng):
+    """(segment length, onset) of a source in its mixture, in mixture samples, under a mixing policy."""
+    if policy == "t0":  # the file's length (at most the mixture's) at a random onset
+        seg_len = min(n_file_at_mix_rate, length)
+        return seg_len, int(rng.integers(0, length - seg_len + 1))
+    min_len = min(int(sample_rate), length)  # 1 s, or the whole of a shorter mixture
+    if policy == "t1":  # from a random onset to the mixture's end (or the file's)
+        onset = int(rng.integers(0, length - min_len + 1))
+        return min(n_file_at_mix_rate, length - onset), onset
+    if policy == "t2":  # a random duration of 1 s to the whole mixture, at a random onset
+        duration = int(rng.integers(min_len, length + 1))
+        onset = int(rng.integers(0, length - duration + 1))
+        return min(n_file_at_mix_rate, duration), onset
+    raise RecipeError(f"data.mixing_policy must be t0, t1 or t2, got {policy!r}")
+
+
+def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, mixture_id, policy="t0"):
     """One view row: n_src distinct labels, a file of each, a segment, a placement and a gain, from `rng`."""
     row = {"mixture_id": mixture_id, "length": length, "sample_rate": sample_rate}
     chosen = np.sort(rng.choice(len(labels), size=n_src, replace=False))  # sources in category order
@@ -133,11 +168,16 @@ def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_ran
             src = candidates[label][rng.integers(len(candidates[label]))]
             file_sr, n_file = int(src["sample_rate"]), int(src["num_samples"])
             n_at_mix_rate = int(n_file * sample_rate // file_sr)
-            seg_len = min(n_at_mix_rate, length)  # in mixture samples
-            seg_native = min(n_file, int(round(seg_len * file_sr / sample_rate)))
-            start = int(rng.integers(0, n_file - seg_native + 1))
+            if policy == "t0":  # the draws in the order of the views made before the policies existed
+                seg_len = min(n_at_mix_rate, length)  # in mixture samples
+                seg_native = min(n_file, int(round(seg_len * file_sr / sample_rate)))
+                start = int(rng.integers(0, n_file - seg_native + 1))
+                mix_start = int(rng.integers(0, length - seg_len + 1))
+            else:
+                seg_len, mix_start = placement(n_at_mix_rate, length, sample_rate, policy, rng)
+                seg_native = min(n_file, int(round(seg_len * file_sr / sample_rate)))
+                start = int(rng.integers(0, n_file - seg_native + 1))
             end = start + seg_native
-            mix_start = int(rng.integers(0, length - seg_len + 1))
             level = _segment_level_db(Path(root) / src["path"], start, end)
             if level > SILENCE_DB:
                 break
@@ -150,11 +190,12 @@ def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_ran
     return row
 
 
-def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, level_db_range, rng, split):
+def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, level_db_range, rng, split,
+                     policy="t0"):
     """Draw `n_mixtures` rows (`draw_view`) from one random stream."""
     labels = check_enough_labels(candidates, n_src)
-    rows = [draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, f"{split}_{m:06d}")
-            for m in range(n_mixtures)]
+    rows = [draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, f"{split}_{m:06d}",
+                      policy) for m in range(n_mixtures)]
     return pd.DataFrame(rows, columns=view_columns(n_src))
 
 
@@ -167,7 +208,7 @@ def make_views(data_cfg, data_dir, announce_skip=True):
         print(f"stage 1: {data_dir}/sources.csv fixes the train/val/test split of every file; "
               f"data.file_selection_range is ignored (every file of a split is used)", flush=True)
     settings = view_settings(data_cfg, data_dir / "sources.csv", fixed)
-    out_dir = views_dir(data_dir, settings["n_src"])
+    out_dir = views_dir(data_dir, settings["n_src"], settings["n_classes"], data_cfg.get("mixing_policy", "t0"))
     meta_path = out_dir / "views.yml"
     if meta_path.is_file():
         done = yaml.safe_load(meta_path.read_text())
@@ -192,6 +233,9 @@ def make_views(data_cfg, data_dir, announce_skip=True):
                 f"Delete {out_dir} to rebuild them, or keep both by using another --dataset name."
             )
     if dataset_format(data_dir) in SCP_FORMATS:
+        if settings["n_classes"] or settings["mixing_policy"]:
+            raise RecipeError("data.n_classes and data.mixing_policy draw category mixtures; the wsj0-2mix / LibriMix "
+                              "lists fix their mixtures: leave them at null and t0")
         for split, df in scp_views(data_dir, data_cfg, settings).items():
             io_utils.write_csv(df, out_dir / f"{split}.csv")
             print(f"stage 1: wrote {out_dir / split}.csv: {len(df)} mixtures from the {split} scp files", flush=True)
@@ -203,7 +247,8 @@ def make_views(data_cfg, data_dir, announce_skip=True):
     for split_index, split in enumerate(SPLITS):
         rng = np.random.default_rng([settings["view_seed"], split_index, settings["n_src"]])
         df = make_split_views(candidates[split], root, settings["n_src"], length, sample_rate,
-                              settings["n_mixtures"][split], settings["level_db_range"], rng, split)
+                              settings["n_mixtures"][split], settings["level_db_range"], rng, split,
+                              data_cfg.get("mixing_policy", "t0"))
         io_utils.write_csv(df, out_dir / f"{split}.csv")
         print(f"stage 1: wrote {out_dir / split}.csv: {len(df)} mixtures of {settings['n_src']} sources "
               f"from {sum(map(len, candidates[split].values()))} files", flush=True)

@@ -258,7 +258,8 @@ def save_example(folder, mixture, sources, estimates, labels, sample_rate, filte
                    sample_rate, n_fft=int(filterbank["n_filters"]), hop=int(filterbank["stride"]), masks=masks)
 
 
-def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None):
+def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None, split="test"):
+    """Stage 3 on the `split` views (test; a sweep selects its configurations on val, local/sweep.py)."""
     exp_dir = Path(exp_dir)
     out_dir = Path(out_dir) if out_dir else exp_dir / "eval"
     model_path = exp_dir / "best_model.pth"
@@ -267,7 +268,7 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None):
     ecfg = cfg["eval"]
     if ecfg["bss_backend"] not in BSS_BACKENDS:
         raise RecipeError(f"eval.bss_backend must be one of {', '.join(BSS_BACKENDS)}, got {ecfg['bss_backend']!r}")
-    test_csv = Path(views) / "test.csv"
+    test_csv = Path(views) / f"{split}.csv"
     metrics = metric_names(cfg)
     fixed_order = not cfg["loss"]["pit"] and cfg["loss"]["name"] != "deep_clustering"
     fingerprint = {"model_sha256": file_sha256(model_path), "eval_config": ecfg, "metrics": metrics,
@@ -382,6 +383,7 @@ def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerpri
         summary["pesq_unscored_sources"] = int(per_source["pesq"].isna().sum())
     examples = sorted(df["mixture_id"][sorted(example_ids)].tolist())
     summary.update(tag=cfg["tag"], model=cfg["model"]["name"], loss=cfg["loss"]["name"], loss_domain=loss_domain(cfg),
+                   n_classes=cfg["data"].get("n_classes"), mixing_policy=cfg["data"].get("mixing_policy", "t0"),
                    examples=examples, **fingerprint)
     labels = {m: group.sort_values("source")["label"].astype(str).tolist() for m, group in per_source.groupby("mixture_id")}
     sounds = [(m, out_dir / "examples" / m / "spectrograms.png", example_sounds(out_dir / "examples" / m, labels[m]))

@@ -7,7 +7,9 @@ the oracle mask that bounds the model with the model's share of it, training tim
 learning-rate and other setting changes, git commit), sorted by tag, and exp/results.png (SI-SDRi per
 experiment with its interval, next to its bound). `compare` gives the paired difference of two
 experiments on the same test views. With a grid file (conf/grids/*.yml, a list of `cells`), each cell gets a status like the
-category study's TO-RUN checklist: done / trained, not evaluated / training at epoch N / not started.
+category study's TO-RUN checklist: done / trained, not evaluated / training at epoch N / not started. Sweeps
+(exp/<tag>/sweep/, local/sweep.py) get a table of their trials by state and their best trial, whose folder is
+also a row of the results table.
 """
 import json
 from pathlib import Path
@@ -82,14 +84,38 @@ def to_markdown(df):
     return "\n".join(lines)
 
 
-def grid_status(grid_path, rows):
-    """[(cell, status)] for every cell of a grid file, from the experiments' rows."""
-    grid = yaml.safe_load(Path(grid_path).read_text()) or {}
-    cells = grid.get("cells")
-    if not isinstance(cells, list):
-        raise RecipeError(f"{grid_path} must hold a list under 'cells' (the tags of the grid)")
+def sweep_row(root):
+    """One line of a sweep's state (exp/<tag>/sweep/, local/sweep.py): trials by state, the best trial."""
+    summary = json.loads((root / "sweep" / "summary.json").read_text())
+    table = root / "sweep" / "trials.csv"
+    counts = pd.read_csv(table)["state"].value_counts().to_dict() if table.is_file() else summary["counts"]
+    finished = counts.get("complete", 0) + counts.get("pruned", 0)
+    test = summary.get("best_test") or {}
+    ci = test.get("si_sdri_ci95")
+    return {"cell": root.name, "finished": f"{finished}/{summary.get('n_trials', '?')}",
+            "complete": counts.get("complete", 0), "pruned": counts.get("pruned", 0), "failed": counts.get("fail", 0),
+            "running": counts.get("running", 0), "best_trial": summary.get("best_folder"),
+            "best_val_si_sdri": summary.get("best_val_si_sdri"), "test_si_sdri": test.get("si_sdri"),
+            "test_si_sdri_ci95": f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else None,
+            "best_settings": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in (summary.get("best_params") or {}).items()),
+            "history": f"[figure]({root.name}/sweep/history.png)"}
+
+
+def sweep_state(row):
+    if row["test_si_sdri"] is not None:
+        return f"done (sweep, {row['finished']} finished, {row['pruned']} pruned; best trial {row['best_trial']})"
+    return (f"sweep: {row['finished']} finished ({row['pruned']} pruned, {row['failed']} failed, "
+            f"{row['running']} running)")
+
+
+def grid_status(grid_path, rows, sweeps=()):
+    """[(cell, status)] for every cell of a grid file, from the experiments' and sweeps' rows."""
+    from local.common.grid import load_grid
+
     states = {r["tag"]: r["state"] for r in rows}
-    return [(cell, states.get(cell, "not started")) for cell in cells]
+    states.update({r["cell"]: sweep_state(r) for r in sweeps})
+    return [(cell, states.get(cell, "not started")) for cell in load_grid(grid_path)["cells"]]
 
 
 def plot(df, path):
@@ -124,9 +150,15 @@ def plot(df, path):
 def report(exp_root, grid=None):
     exp_root = Path(exp_root)
     experiments = sorted(p for p in exp_root.glob("*") if (p / "conf.yml").is_file())
-    if not experiments and not grid:
+    sweeps = [sweep_row(p.parents[1]) for p in sorted(exp_root.glob("*/sweep/summary.json"))]
+    if not experiments and not sweeps and not grid:
         raise RecipeError(f"no experiments in {exp_root}/ (nothing with a conf.yml): train one first (stage 2)")
     rows = [experiment_row(e) for e in experiments]
+    for sweep in sweeps:  # a sweep's best trial is a row like any experiment, named by its folder
+        best = exp_root / sweep["cell"] / "trials" / str(sweep["best_trial"])
+        if sweep["best_trial"] is not None and (best / "conf.yml").is_file():
+            rows.append({**experiment_row(best), "tag": f"{sweep['cell']}/trials/{sweep['best_trial']}"})
+    rows.sort(key=lambda r: r["tag"])
     df = pd.DataFrame(rows).reindex(columns=COLUMNS).dropna(axis=1, how="all")
     text = (f"# Results\n\nOne row per experiment in `{exp_root}/`; figures on the test views, in dB except STOI. "
             f"`*_ci95`: 95 % bootstrap interval of the mean over test mixtures. `bound` is the oracle mask that bounds "
@@ -140,8 +172,13 @@ def report(exp_root, grid=None):
         io_utils.write_csv(df, exp_root / "results.csv")
         plot(df, exp_root / "results.png")
         text += "\n![SI-SDRi per experiment](results.png)\n"
+    if sweeps:
+        text += ("\n## Sweeps\n\nOne row per cell searched with local/sweep.py: trials finished of those asked for, "
+                 "by state; the best trial (by SI-SDRi on the validation views), its test SI-SDRi with its 95 % "
+                 "interval and its settings; the figure of the sweep's history.\n\n"
+                 + to_markdown(pd.DataFrame(sweeps)) + "\n")
     if grid:
-        status = grid_status(grid, rows)
+        status = grid_status(grid, rows, sweeps)
         done = sum(s == "done" for _, s in status)
         text += f"\n## Grid {Path(grid).name}: {done}/{len(status)} done\n\n| cell | status |\n|---|---|\n"
         text += "".join(f"| {cell} | {state} |\n" for cell, state in status)

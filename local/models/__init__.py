@@ -17,11 +17,13 @@ from local.models.dpcl import DPCLDPRNN
 from local.models.gab import GABMasker
 from local.models.huang_rnn import DRNNMasker, SRNNMasker
 from local.models.lstm import LSTMMasker
+from local.models.stt import STTMasker
 from local.models.vtf import VTFMasker
 
 MODELS = {
     "lstm": LSTMMasker,
     "vtf": VTFMasker,
+    "stt": STTMasker,  # the study's own Spectro-Temporal Transformer
     "gab": GABMasker,
     "drnn": DRNNMasker,
     "srnn": SRNNMasker,

@@ -46,6 +46,12 @@ def next_run_number(exp_dir):
     return len(json.loads(path.read_text())) + 1 if path.is_file() else 1
 
 
+def _torch_threads():
+    import torch
+
+    return torch.get_num_threads()
+
+
 def record_run(exp_dir, cfg, stage="train"):
     """Append this run's provenance to exp_dir/provenance.json (atomically)."""
     path = Path(exp_dir) / "provenance.json"
@@ -55,6 +61,7 @@ def record_run(exp_dir, cfg, stage="train"):
         "run": len(runs) + 1, "stage": stage, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": commit, "git_dirty": dirty,
         "command": os.environ.get("LISTENER_COMMAND") or " ".join(sys.argv), "seed": cfg["training"]["seed"],
         "host": platform.node(), "python": platform.python_version(), "packages": package_versions(),
+        "torch_threads": _torch_threads(),
     })
     io_utils.write_json(runs, path)
     return runs[-1]

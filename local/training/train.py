@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from local.common import io_utils
+from local.common import io_utils, ownership
 from local.common.config import ABSENT, changed_keys, default_config, diff_configs, flatten
 from local.training.provenance import next_run_number, record_run
 from local.data.dataset import ViewDataset
@@ -39,6 +39,7 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 
 # Groups that may change after training without making the experiment a different one.
 NOT_FROZEN = ("eval",)
+RUNTIME_KEYS = ("training.threads",)  # how this run uses the machine, not what it trains: free to differ
 
 
 class SeparationSystem(System):
@@ -73,7 +74,8 @@ class SeparationSystem(System):
 # Keys that may change when an experiment continues, on purpose (--allow_change): they steer the rest
 # of the training without making it a different experiment. Each change is recorded in history.txt.
 CHANGEABLE = ("optim.lr", "optim.weight_decay", "optim.lr_patience", "optim.lr_factor", "training.epochs",
-              "training.early_stop_patience", "training.batch_size", "training.num_workers", "training.max_minutes", "training.snapshot_minutes",
+              "training.early_stop_patience", "training.batch_size", "training.num_workers", "training.max_minutes",
+              "training.snapshot_minutes",
               "training.val_check_interval", "training.gradient_clip_val", "training.save_top_k",
               "training.checkpoint_every_n_steps", "training.progress_every_n_steps", "training.accelerator",
               "training.devices", "training.num_nodes", "training.strategy")
@@ -121,6 +123,8 @@ def check_frozen_config(cfg, exp_dir, allow_change=()):
     defaults = flatten(default_config())
     changes = []
     for key, old, new in changed_keys(frozen, frozen_part(cfg)):
+        if key in RUNTIME_KEYS:
+            continue
         if old == ABSENT and key in defaults and new == defaults[key]:
             continue  # a setting added to the code after this experiment started, at its default
         if key not in allow_change and key in history and str(new) == history[key]:
@@ -252,13 +256,37 @@ class RecordExperiment(pl.Callback):
         trainer.strategy.barrier("record_experiment")
 
 
+class ShareCores(pl.Callback):
+    """Sets torch's thread count from `training.threads` (auto: this host's cores / its running trainings,
+    local/common/ownership.py) at the start and every `every` steps, so that trainings started later on the
+    same cores make this one yield instead of all of them stalling."""
+
+    def __init__(self, setting, every=200):
+        self.setting, self.every = setting, int(every)
+
+    def _share(self):
+        threads = ownership.fair_threads(self.setting)
+        if threads != torch.get_num_threads():
+            print(f"stage 2: {threads} torch thread(s) ({ownership.running_jobs()} training(s) on "
+                  f"{ownership.available_cores()} cores)", flush=True)
+            torch.set_num_threads(threads)
+
+    def setup(self, trainer, pl_module, stage):  # first among the callbacks: the provenance record sees it
+        self._share()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.setting in (None, "auto") and trainer.global_step % self.every == 0:
+            self._share()
+
+
 class SaveSnapshots(pl.Callback):
     """Saves the model as it is after each of `minutes` of training time (all runs of the experiment, as
     `train_seconds`), as an Asteroid package in exp/<tag>/snapshots/minutes_<m>.pth: the weights a budget
     of that many minutes buys, which the quality-per-CPU-minute benchmark evaluates. Global rank 0 only."""
 
     def __init__(self, minutes, exp_dir, resume_state):
-        self.minutes, self.dir, self.resume_state = sorted(float(m) for m in minutes), Path(exp_dir) / "snapshots", resume_state
+        self.minutes, self.resume_state = sorted(float(m) for m in minutes), resume_state
+        self.dir = Path(exp_dir) / "snapshots"
 
     @staticmethod
     def name(minutes):
@@ -298,7 +326,7 @@ def make_trainer(cfg, exp_dir, callbacks, run_number):
     )
 
 
-def train(cfg, exp_dir, views, root, allow_change=()):
+def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     """Train (or resume, or skip) one experiment. Every rank of a distributed run calls this; the
     decisions below only read files, so all ranks take the same ones."""
     exp_dir = Path(exp_dir)
@@ -336,7 +364,7 @@ def train(cfg, exp_dir, views, root, allow_change=()):
     # `checkpoint` before LastCheckpoint: last.ckpt then holds the top-k bookkeeping of the same validation.
     # A log file gets a progress line every `progress_every_n_steps` steps instead of a carriage-return stream.
     resume_state = ResumeState(train_loader.batch_sampler)
-    callbacks = [RecordExperiment(cfg, exp_dir, changes, change_epoch), resume_state,
+    callbacks = [ShareCores(tcfg["threads"]), RecordExperiment(cfg, exp_dir, changes, change_epoch), resume_state,
                  checkpoint, LastCheckpoint(last, tcfg["checkpoint_every_n_steps"]),
                  TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else int(tcfg["progress_every_n_steps"]))]
     if tcfg["snapshot_minutes"]:
@@ -346,6 +374,7 @@ def train(cfg, exp_dir, views, root, allow_change=()):
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if tcfg["early_stop_patience"]:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(tcfg["early_stop_patience"])))
+    callbacks += list(extra_callbacks)  # e.g. a sweep's pruning (local/sweep.py)
     trainer = make_trainer(cfg, exp_dir, callbacks, next_run_number(exp_dir))
     n_params = count_parameters(model)
     if trainer.is_global_zero:
@@ -355,7 +384,11 @@ def train(cfg, exp_dir, views, root, allow_change=()):
         print(f"stage 2: training {cfg['model']['name']} ({n_params:,} parameters) on {len(train_loader.dataset)} "
               f"mixtures, {cfg['training']['epochs']} epochs max", flush=True)
     start = time.time()
-    trainer.fit(system, ckpt_path=str(last) if resume_from else None)
+    ownership.register_job()
+    try:
+        trainer.fit(system, ckpt_path=str(last) if resume_from else None)
+    finally:
+        ownership.unregister_job()
     wall = time.time() - start
     if not trainer.is_global_zero:
         return None
