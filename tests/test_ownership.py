@@ -108,3 +108,36 @@ def test_threads_are_the_cores_shared_by_the_running_trainings(tmp_path, monkeyp
     assert ownership.fair_threads("auto") == 1  # 2 cores, 2 or more trainings: one thread each, never 0
     ownership.unregister_job()
     assert not (ownership.jobs_dir() / str(os.getpid())).exists()
+
+
+def test_a_running_training_yields_cores_to_one_started_later(tmp_path, monkeypatch, sleeper):
+    """ShareCores re-reads the running trainings every few seconds: a second training appearing halves this one's
+    threads at its next check, and its end gives them back."""
+    import torch
+
+    from local.training.train import ShareCores
+
+    monkeypatch.setattr(ownership.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(ownership, "available_cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        ownership.register_job()
+        share = ShareCores("auto", every_seconds=0.2)
+        share.setup(None, None, "fit")
+        assert torch.get_num_threads() == 2
+        (ownership.jobs_dir() / str(sleeper)).write_text("x")  # another training starts
+        share.on_train_batch_start(None, None, None, 0)
+        assert torch.get_num_threads() == 2  # not yet: checked every 0.2 s, not every step
+        time.sleep(0.25)
+        share.on_train_batch_start(None, None, None, 1)
+        assert torch.get_num_threads() == 1
+        (ownership.jobs_dir() / str(sleeper)).unlink()
+        time.sleep(0.25)
+        share.on_train_batch_start(None, None, None, 2)
+        assert torch.get_num_threads() == 2
+        fixed = ShareCores(1, every_seconds=0.0)
+        fixed.setup(None, None, "fit")
+        assert torch.get_num_threads() == 1  # a number is kept whatever runs
+    finally:
+        ownership.unregister_job()
+        torch.set_num_threads(before)

@@ -4,7 +4,7 @@
 
 Throughput is mixtures per second for a forward and backward pass and an optimizer step (the
 config's loss) on batches of the config's size and training mixture length, after one warm-up step,
-on whatever device torch uses by default (CPU here). Default tags: the five category maskers at 2
+on whatever device torch uses by default (CPU here). Default tags: the category models at 2
 sources and the three reduced-size speaker models. It prints a table and writes JSON.
 """
 import argparse
@@ -19,7 +19,8 @@ from local.common.config import load_config
 from local.training.losses import make_loss
 from local.models import build_model, count_parameters
 
-DEFAULT_TAGS = ("lstm_2src", "vtf_2src", "gab_2src", "drnn_2src", "srnn_2src", "dpcl_dprnn_2spk_small",
+DEFAULT_TAGS = ("lstm_2src", "vtf_2src", "stt_2src", "gab_2src", "drnn_2src", "srnn_2src", "sudormrf_2src",
+                "conv_tasnet_2src", "dpcl_dprnn_2spk_small",
                 "chimera_dprnn_2spk_small", "dprnn_tasnet_2spk_small")
 
 

@@ -293,7 +293,7 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None, split="test"):
     rng = np.random.default_rng(int(ecfg["example_seed"]))
     example_ids = set(rng.choice(n, size=min(int(ecfg["n_examples"]), n), replace=False).tolist())
     partial = PartialResults(out_dir / ".partial", fingerprint)
-    print(f"stage 3: evaluating {exp_dir.name} on {n} test mixtures ({', '.join(metrics)}), metrics in {nj} "
+    print(f"stage 3: evaluating {exp_dir.name} on {n} {split} mixtures ({', '.join(metrics)}), metrics in {nj} "
           f"process(es)", flush=True)
 
     rows, src_rows, progress = [None] * n, [], Progress(n)

@@ -258,13 +258,14 @@ class RecordExperiment(pl.Callback):
 
 class ShareCores(pl.Callback):
     """Sets torch's thread count from `training.threads` (auto: this host's cores / its running trainings,
-    local/common/ownership.py) at the start and every `every` steps, so that trainings started later on the
-    same cores make this one yield instead of all of them stalling."""
+    local/common/ownership.py) at the start and every `every_seconds` of training, so that trainings started
+    later on the same cores make this one yield instead of all of them stalling."""
 
-    def __init__(self, setting, every=200):
-        self.setting, self.every = setting, int(every)
+    def __init__(self, setting, every_seconds=5.0):
+        self.setting, self.every, self.last = setting, float(every_seconds), time.monotonic()
 
     def _share(self):
+        self.last = time.monotonic()
         threads = ownership.fair_threads(self.setting)
         if threads != torch.get_num_threads():
             print(f"stage 2: {threads} torch thread(s) ({ownership.running_jobs()} training(s) on "
@@ -275,7 +276,7 @@ class ShareCores(pl.Callback):
         self._share()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.setting in (None, "auto") and trainer.global_step % self.every == 0:
+        if self.setting in (None, "auto") and time.monotonic() - self.last >= self.every:
             self._share()
 
 
