@@ -48,8 +48,8 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def load_sweep(path):
-    """The sweep file: {seed, trial_minutes, pruner: {n_startup_trials, n_warmup_steps}, params: {key: spec}}
-    with spec {type: float|int, low, high, log?, step?} or {type: categorical, choices: [...]}."""
+    """The sweep file: {seed, trial_minutes, pruner: {n_startup_trials, n_warmup_steps}, overrides: [key=value set in
+    every trial], params: {key: spec}} with spec {type: float|int, low, high, log?, step?} or {type: categorical, choices: [...]}."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"sweep file {path} not found (examples: conf/sweeps/*.yml)")
@@ -71,6 +71,10 @@ def load_sweep(path):
     sweep.setdefault("seed", 0)
     sweep.setdefault("trial_minutes", 5)
     sweep.setdefault("pruner", {})
+    sweep.setdefault("overrides", [])
+    if not isinstance(sweep["overrides"], list) or not all(isinstance(o, str) and "=" in o for o in sweep["overrides"]):
+        raise RecipeError(f"{path}: 'overrides' must be a list of 'group.key=value' set in every trial, "
+                          f"e.g. ['training.val_check_interval=0.25']")
     return sweep
 
 
@@ -102,16 +106,19 @@ def make_storage(url, sweep_dir):
 
 
 class PruneOnValidation(pl.Callback):
-    """Reports -val_loss after every validation and stops the training when Optuna's pruner says so."""
+    """Reports -val_loss after every validation and stops the training when Optuna's pruner says so.
+
+    The step is the validation's index: validations come every `training.val_check_interval` of an epoch, so
+    trials with other batch sizes are compared after the same number of training mixtures."""
 
     def __init__(self, trial):
-        self.trial, self.pruned = trial, False
+        self.trial, self.pruned, self.validations = trial, False, 0
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
             return
-        # epochs as steps, so that trials with other batch sizes are compared at the same point
-        self.trial.report(-float(trainer.callback_metrics["val_loss"]), step=trainer.current_epoch)
+        self.trial.report(-float(trainer.callback_metrics["val_loss"]), step=self.validations)
+        self.validations += 1
         if self.trial.should_prune():
             self.pruned, trainer.should_stop = True, True
 
@@ -165,10 +172,12 @@ def enqueue_default(study, cfg, params):
 def run_trial(trial, args, sweep, trials_dir, data_dir):
     folder = trial_folder(trial)
     trial.set_user_attr("folder", folder)
-    overrides = args.overrides + suggest(trial, sweep["params"]) + [f"training.max_minutes={sweep['trial_minutes']}"]
+    overrides = (args.overrides + sweep["overrides"] + suggest(trial, sweep["params"])
+                 + [f"training.max_minutes={sweep['trial_minutes']}"])
     cfg = load_config(args.tag, overrides)
     exp_dir = trials_dir / folder
-    print(f"sweep: trial {trial.number} in {exp_dir}: {' '.join(overrides[len(args.overrides):])}", flush=True)
+    print(f"sweep: trial {trial.number} in {exp_dir}: {' '.join(overrides[len(args.overrides) + len(sweep['overrides']):])}",
+          flush=True)
     with ownership.ExperimentOwnership(exp_dir):
         _, root = load_sources(data_dir)
         views = make_views(cfg["data"], data_dir, announce_skip=False)
@@ -181,10 +190,31 @@ def run_trial(trial, args, sweep, trials_dir, data_dir):
     return val["si_sdri"]
 
 
-def write_summary(study, sweep_dir, trials_dir, best_test, sweep, args):
+def test_figures(trial, args, sweep, trials_dir, data_dir):
+    """Evaluates a finished trial on the test views (its eval/ page); its headline figures, or None while
+    another worker is evaluating it (that worker writes the summary after this one)."""
+    exp_dir = trials_dir / trial_folder(trial)
+    cfg = load_config(args.tag, args.overrides + sweep["overrides"]
+                      + [f"{k}={json.dumps(v)}" for k, v in trial.params.items()]
+                      + [f"training.max_minutes={sweep['trial_minutes']}"])
+    try:
+        with ownership.ExperimentOwnership(exp_dir):
+            _, data_root = load_sources(data_dir)
+            views = make_views(cfg["data"], data_dir, announce_skip=False)
+            test = evaluate(cfg, exp_dir, views, data_root, nj=args.nj)
+    except ownership.ExperimentBusy:
+        print(f"sweep: trial {trial.number} is being evaluated by another worker", flush=True)
+        return None
+    return {k: test.get(k) for k in ("si_sdri", "si_sdri_ci95", "sdri", "bound", "bound_si_sdri", "n_mixtures")}
+
+
+def write_summary(study, sweep_dir, trials_dir, best_test, sweep, args, default_test=None):
     rows = []
     for t in study.get_trials(deepcopy=False):
-        rows.append({"trial": t.number, "state": t.state.name.lower(), "val_si_sdri": t.value,
+        complete = t.state == optuna.trial.TrialState.COMPLETE
+        last = t.intermediate_values.get(t.last_step) if t.last_step is not None else None
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "val_si_sdri": t.value if complete else None,
+                     "last_neg_val_loss": last,
                      "folder": t.user_attrs.get("folder"), "retry_of": t.user_attrs.get("retry_of"),
                      "default": bool(t.user_attrs.get("default")),
                      "train_seconds": t.user_attrs.get("train_seconds"),
@@ -204,6 +234,7 @@ def write_summary(study, sweep_dir, trials_dir, best_test, sweep, args):
                "best_params": best.params if best else None, "best_val_si_sdri": best.value if best else None,
                "best_test": best_test, "default_trial": default.number if default else None,
                "default_val_si_sdri": default.value if default else None,
+               "default_test": best_test if default and best and default.number == best.number else default_test,
                # compute saved by pruning: what the pruned trials would have cost at the median complete trial's
                # training time, less what they did cost
                "train_seconds_complete": float(complete_s.sum()), "train_seconds_pruned": float(pruned_s.sum()),
@@ -312,22 +343,14 @@ def main(argv=None):
                                   # the table after every trial, so that the report follows a running sweep
                                   lambda study, _: write_summary(study, sweep_dir, trials_dir, None, sweep, args)])
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    best_test = None
+    best_test = default_test = None
     if complete and len(study.get_trials(deepcopy=False, states=FINISHED)) >= args.n_trials:
-        best = study.best_trial
-        exp_dir = trials_dir / trial_folder(best)
-        cfg = load_config(args.tag, args.overrides + [f"{k}={json.dumps(v)}" for k, v in best.params.items()]
-                          + [f"training.max_minutes={sweep['trial_minutes']}"])
-        try:
-            with ownership.ExperimentOwnership(exp_dir):
-                _, data_root = load_sources(data_dir)
-                views = make_views(cfg["data"], data_dir, announce_skip=False)
-                test = evaluate(cfg, exp_dir, views, data_root, nj=args.nj)
-            best_test = {k: test.get(k) for k in ("si_sdri", "si_sdri_ci95", "sdri", "bound", "bound_si_sdri",
-                                                  "n_mixtures")}
-        except ownership.ExperimentBusy:  # another worker is evaluating it; it writes the summary after us
-            print(f"sweep: the best trial {best.number} is being evaluated by another worker", flush=True)
-    summary = write_summary(study, sweep_dir, trials_dir, best_test, sweep, args)
+        best_test = test_figures(study.best_trial, args, sweep, trials_dir, data_dir)
+        # the cell's own config on the same test views: what the search gained, with both intervals
+        default = next((t for t in complete if t.user_attrs.get("default")), None)
+        if default is not None and default.number != study.best_trial.number:
+            default_test = test_figures(default, args, sweep, trials_dir, data_dir)
+    summary = write_summary(study, sweep_dir, trials_dir, best_test, sweep, args, default_test)
     print(f"sweep: {summary['counts']}; best trial {summary['best_trial']} (validation SI-SDRi "
           f"{summary['best_val_si_sdri']}), test {best_test}; wrote {sweep_dir}/summary.json, trials.csv, history.png",
           flush=True)

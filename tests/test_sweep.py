@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {**TINY_RECIPE, "model": {"hidden_size": 16, "n_layers": 1},  # inside the swept range: trial 0
         "training": {"epochs": 3, "batch_size": 4, "num_workers": 0, "checkpoint_every_n_steps": 2, "threads": 1},
         "eval": {"n_examples": 0}}
-SWEEP = {"seed": 3, "trial_minutes": 2, "pruner": {"n_startup_trials": 5},
+SWEEP = {"seed": 3, "trial_minutes": 2, "pruner": {"n_startup_trials": 5}, "overrides": ["training.val_check_interval=0.5"],
          "params": {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
                     "model.hidden_size": {"type": "int", "low": 8, "high": 24, "step": 8}}}
 
@@ -76,12 +76,16 @@ def test_a_killed_worker_loses_no_trial_and_counts_none_twice(work):
         frozen = yaml.safe_load((work / "exp" / "tiny" / "trials" / f"{folder:03d}" / "conf.yml").read_text())
         row = trials[trials["folder"].astype(int) == folder].iloc[-1]
         assert frozen["optim"]["lr"] == pytest.approx(row["param optim.lr"])  # the trial's own config, frozen
+        assert frozen["training"]["val_check_interval"] == 0.5  # the sweep file's fixed overrides
+    assert trials.loc[trials["state"] != "complete", "val_si_sdri"].isna().all()  # only complete trials are scored
     assert (work / "exp" / "tiny" / "sweep" / "history.png").is_file()
     assert summary["counts"] == trials["state"].value_counts().to_dict() and summary["counts"]["fail"] == 1
     # trial 0 (and its retry) is the config's own setting, the reference the search is judged against
     defaults = trials[trials["default"]]
     assert len(defaults) == 2 and set(defaults["folder"].astype(int)) == {0}
     assert defaults["param optim.lr"].tolist() == [0.001, 0.001] and defaults["param model.hidden_size"].tolist() == [16, 16]
+    default_eval = json.loads((work / "exp" / "tiny" / "trials" / "000" / "eval" / "summary.json").read_text())
+    assert summary["default_test"]["si_sdri"] == pytest.approx(default_eval["si_sdri"])  # both on the test views
     assert summary["default_val_si_sdri"] == pytest.approx(trials.loc[trials["default"] & (trials["state"] == "complete"),
                                                                       "val_si_sdri"].item())
     # the same command once more runs nothing (three trials are finished)
@@ -158,6 +162,10 @@ def test_sweep_files_are_checked_with_the_key_named(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text(yaml.safe_dump({"params": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.01}}}))
     with pytest.raises(RecipeError, match=r"bad.yml: params.optim.lr needs low < high"):
+        load_sweep(bad)
+    bad.write_text(yaml.safe_dump({"overrides": "training.epochs=3", "params": {"optim.lr": {"type": "categorical",
+                                                                                           "choices": [0.1]}}}))
+    with pytest.raises(RecipeError, match=r"bad.yml: 'overrides' must be a list of 'group.key=value'"):
         load_sweep(bad)
     bad.write_text(yaml.safe_dump({"params": {"model.x": {"type": "uniform"}}}))
     with pytest.raises(RecipeError, match=r"params.model.x.type must be float, int or categorical"):

@@ -84,6 +84,10 @@ def to_markdown(df):
     return "\n".join(lines)
 
 
+def _interval(ci):
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else None
+
+
 def sweep_row(root):
     """One line of a sweep's state (exp/<tag>/sweep/, local/sweep.py): trials by state, the best trial."""
     summary = json.loads((root / "sweep" / "summary.json").read_text())
@@ -96,7 +100,11 @@ def sweep_row(root):
             "complete": counts.get("complete", 0), "pruned": counts.get("pruned", 0), "failed": counts.get("fail", 0),
             "running": counts.get("running", 0), "best_trial": summary.get("best_folder"),
             "best_val_si_sdri": summary.get("best_val_si_sdri"), "test_si_sdri": test.get("si_sdri"),
-            "test_si_sdri_ci95": f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else None,
+            "test_si_sdri_ci95": _interval(ci),
+            # trial 0, the cell's own config: what the search gained over it
+            "default_val_si_sdri": summary.get("default_val_si_sdri"),
+            "default_test_si_sdri": (summary.get("default_test") or {}).get("si_sdri"),
+            "default_test_si_sdri_ci95": _interval((summary.get("default_test") or {}).get("si_sdri_ci95")),
             "best_settings": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in (summary.get("best_params") or {}).items()),
             "history": f"[figure]({root.name}/sweep/history.png)"}
@@ -175,7 +183,8 @@ def report(exp_root, grid=None):
     if sweeps:
         text += ("\n## Sweeps\n\nOne row per cell searched with local/sweep.py: trials finished of those asked for, "
                  "by state; the best trial (by SI-SDRi on the validation views), its test SI-SDRi with its 95 % "
-                 "interval and its settings; the figure of the sweep's history.\n\n"
+                 "interval; the cell's own config (trial 0) on the same views; the best settings; the figure of the "
+                 "sweep's history.\n\n"
                  + to_markdown(pd.DataFrame(sweeps)) + "\n")
     if grid:
         status = grid_status(grid, rows, sweeps)
