@@ -20,7 +20,8 @@ a study through `--storage journal:/shared/path/study.log` (a journal file on a 
 database URL (`postgresql://...`); each worker takes the next trial, and the sampler is seeded (`seed` in the
 sweep file; recorded). A worker killed mid-trial leaves its trial RUNNING with a dead owner in its folder
 (local/common/ownership.py): the next worker marks it failed and queues the same parameters again, to the same
-folder, so the retry resumes from the trial's last checkpoint. Finished trials are never run twice:
+folder, so the retry resumes from the trial's last checkpoint; a retry that loses its worker too (settings that
+run out of memory kill every worker that tries them) is failed for good. Finished trials are never run twice:
 `--n_trials` counts finished (complete or pruned) trials across all workers.
 
 Written by hand: the pruning callback (optuna-integration's targets the `lightning` package namespace, these
@@ -137,6 +138,10 @@ def requeue_dead_trials(study, trials_dir):
             continue  # just started by a worker that has not taken its folder yet (or one killed before it did)
         if ownership.is_stale(ownership._read(lock), lock):
             study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            if trial.user_attrs.get("retry_of") is not None:  # its settings killed two workers (out of memory?)
+                print(f"sweep: trial {trial.number} (a retry of trial {trial.user_attrs['retry_of']}) lost its worker "
+                      f"too; failed, not queued again (see {folder}; out of memory?)", flush=True)
+                continue
             study.enqueue_trial(trial.params, user_attrs={"folder": trial_folder(trial), "retry_of": trial.number,
                                                           "default": bool(trial.user_attrs.get("default"))})
             print(f"sweep: trial {trial.number} lost its worker; queued again in {folder}", flush=True)

@@ -217,3 +217,31 @@ def test_grid_files_ask_for_sweeps_with_clear_errors(tmp_path):
     with pytest.raises(RecipeError, match=r"g.yml: 'trials' must be a whole number >= 1"):
         load_grid(grid)
     assert load_grid(ROOT / "conf" / "grids" / "wildmix.yml")["trials"] == 1
+
+
+def test_a_dead_trial_is_queued_again_once_not_forever(tmp_path):
+    """A trial whose worker died is queued again into its folder; if the retry's worker dies too (settings that run
+    out of memory kill every worker), it is failed for good instead of killing worker after worker."""
+    import socket
+
+    import optuna
+
+    from local.common import ownership
+    from local.sweep import requeue_dead_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    dead = {"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "pid_start": None}  # above pid_max: never alive
+    first = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)})
+    first.set_user_attr("folder", "000")
+    (tmp_path / "000").mkdir()
+    (tmp_path / "000" / ownership.LOCK_NAME).write_text(json.dumps(dead))
+    requeue_dead_trials(study, tmp_path)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and len(waiting) == 1
+    assert waiting[0].user_attrs["folder"] == "000" and waiting[0].user_attrs["retry_of"] == 0
+    retry = study.ask()  # the queued retry, taken by the next worker, which dies as well
+    assert retry.number == 1 and retry.user_attrs["retry_of"] == 0
+    requeue_dead_trials(study, tmp_path)
+    assert study.trials[1].state == optuna.trial.TrialState.FAIL
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))

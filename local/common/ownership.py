@@ -16,7 +16,7 @@ takes it itself. Only rank 0 of a distributed run holds it.
 Cores (as issue 13 reports): two trainings started together on a 2-core machine, each with 2 OpenMP threads,
 did not finish one step in 10 minutes; with one thread each they finished in 42 s. Every training registers in a
 per-host folder of running jobs; `training.threads: auto` gives it cores / jobs threads (at least 1),
-looked at again every few hundred steps, so a second job started by hand makes the first one yield.
+looked at again every 5 s of training, so a second job started by hand makes the first one yield.
 """
 import argparse
 import json
