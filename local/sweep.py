@@ -73,10 +73,22 @@ def load_sweep(path):
     sweep.setdefault("trial_minutes", 5)
     sweep.setdefault("pruner", {})
     sweep.setdefault("overrides", [])
+    sweep["path"] = str(path)
     if not isinstance(sweep["overrides"], list) or not all(isinstance(o, str) and "=" in o for o in sweep["overrides"]):
         raise RecipeError(f"{path}: 'overrides' must be a list of 'group.key=value' set in every trial, "
                           f"e.g. ['training.val_check_interval=0.25']")
     return sweep
+
+
+def check_space(tag, overrides, sweep):
+    """Builds the config and the model at both ends of every range before any trial runs: a key the config or the
+    model does not take is one error now, not a failed trial after a failed trial."""
+    from local.models import build_model
+
+    for end in (0, -1):
+        values = [f"{key}={json.dumps(spec['choices'][end] if spec['type'] == 'categorical' else spec[('low', 'high')[end]])}"
+                  for key, spec in sweep["params"].items()]
+        build_model(load_config(tag, overrides + sweep["overrides"] + values))  # RecipeError naming the key
 
 
 def suggest(trial, params):
@@ -339,11 +351,12 @@ def main(argv=None):
                                 load_if_exists=True)
     if sweep.get("start_from_default", True) and not study.get_trials(deepcopy=False):
         enqueue_default(study, cfg, sweep["params"])
+    check_space(args.tag, args.overrides, sweep)
     requeue_dead_trials(study, trials_dir)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     if done < args.n_trials:
         print(f"sweep: {done} of {args.n_trials} trials finished; running the rest in this worker", flush=True)
-        study.optimize(lambda t: run_trial(t, args, sweep, trials_dir, data_dir), catch=(RecipeError,),
+        study.optimize(lambda t: run_trial(t, args, sweep, trials_dir, data_dir), catch=(ownership.ExperimentBusy,),
                        callbacks=[optuna.study.MaxTrialsCallback(args.n_trials, states=FINISHED),
                                   # the table after every trial, so that the report follows a running sweep
                                   lambda study, _: write_summary(study, sweep_dir, trials_dir, None, sweep, args)])

@@ -176,16 +176,22 @@ def test_sweep_files_are_checked_with_the_key_named(tmp_path):
 def test_every_search_space_names_keys_its_model_accepts(family):
     """Each conf/sweeps/<family>.yml builds a model at both ends of every range (a wrong key fails here,
     not in the tenth trial of a cluster job)."""
-    from local.common.config import load_config
-    from local.models import build_model
-    from local.sweep import load_sweep
+    from local.sweep import check_space, load_sweep
 
-    params = load_sweep(ROOT / "conf" / "sweeps" / f"{family}.yml")["params"]
-    for end in (0, -1):
-        overrides = [f"{key}={json.dumps(spec['choices'][end] if spec['type'] == 'categorical' else spec[('low', 'high')[end]])}"
-                     for key, spec in params.items()]
-        cfg = load_config(f"{family}_2src", overrides)
-        assert build_model(cfg) is not None
+    check_space(f"{family}_2src", [], load_sweep(ROOT / "conf" / "sweeps" / f"{family}.yml"))  # raises if not
+
+
+def test_a_search_space_with_a_key_the_config_does_not_take_stops_before_any_trial(tmp_path):
+    from local.common.errors import RecipeError
+    from local.sweep import check_space, load_sweep
+
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump({"params": {"training.batch_sise": {"type": "categorical", "choices": [8, 16]}}}))
+    with pytest.raises(RecipeError, match="batch_sise"):
+        check_space("lstm_2src", [], load_sweep(bad))
+    bad.write_text(yaml.safe_dump({"params": {"model.hidden_sise": {"type": "int", "low": 8, "high": 16}}}))
+    with pytest.raises(RecipeError, match="hidden_sise"):
+        check_space("lstm_2src", [], load_sweep(bad))
 
 
 def test_the_default_trial_is_the_configs_own_values_when_inside_the_space():
