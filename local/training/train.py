@@ -36,6 +36,8 @@ from local.training.resumable import AtomicCheckpointIO, EpochBatchSampler, Last
 
 # Lightning warns that a plain DataLoader cannot resume mid-epoch; ours does (local/training/resumable.py).
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+# Lightning 2.6 calls a torch pytree API that torch 2.11 deprecates; nothing a user can act on
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*is deprecated")
 
 # Groups that may change after training without making the experiment a different one.
 NOT_FROZEN = ("eval",)
