@@ -99,6 +99,7 @@ SPEAKER_MODELS = {
     "dpcl_dprnn_2spk_small": ["model.hid_size=16", "model.n_repeats=1", "model.chunk_size=20"],
     "chimera_dprnn_2spk_small": ["model.hid_size=16", "model.n_repeats=1", "model.chunk_size=20"],
     "dprnn_tasnet_2spk_small": ["model.hid_size=16", "model.n_repeats=1"],
+    "upit_lstm_2spk": ["model.hidden_size=16", "model.n_layers=1"],
 }
 
 

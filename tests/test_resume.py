@@ -141,6 +141,38 @@ def test_dynamic_mixing_resumes_exactly_after_kill_9(work):
     assert figures["max_abs_weight_difference"] <= 1e-6
 
 
+def cosine_lr(lr, epoch, epochs):
+    """The cosine schedule written out independently: lr * (1 + cos(pi * epoch / epochs)) / 2."""
+    import math
+    return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def epoch_learning_rates(exp, run):
+    import pandas as pd
+    return pd.read_csv(exp / "logs" / f"run{run}" / "metrics.csv")["lr-Adam"].dropna().tolist()
+
+
+def test_cosine_schedule_follows_its_formula_resumes_exactly_and_stretches_to_new_epochs(work):
+    """optim.scheduler: cosine anneals per epoch from lr to 0 over training.epochs; killed in epoch 1 and resumed,
+    it reaches the uninterrupted weights; given 2 more epochs (--allow_change), it anneals to the new end."""
+    overrides = ["training.epochs=3", "optim.scheduler=cosine"]
+    figures = kill_and_resume(work, "tiny", work / "exp_cos", kill_after_step=20, overrides=overrides)
+    print(json.dumps(figures))
+    assert figures["killed_returncode"] == -9 and figures["resumed"] and 16 < figures["resumed_from_step"] <= 20
+    assert figures["final_steps"] == [48, 48] and figures["max_abs_weight_difference"] <= 1e-6
+    # killed just after epoch 0's end: resumed from the epoch-end checkpoint, whose scheduler step is still owed
+    # (Lightning takes it for cosine; taking it twice gave epoch 1 the rate of epoch 2)
+    at_end = kill_and_resume(work, "tiny", work / "exp_cos_end", kill_after_step=17, overrides=overrides)
+    print(json.dumps(at_end))
+    assert at_end["resumed_from_step"] == 16 and at_end["max_abs_weight_difference"] <= 1e-6
+    assert figures["final_learning_rates"] == pytest.approx([0.0, 0.0], abs=1e-12)  # cos(pi) after the last epoch
+    exp = work / "exp_cos" / "uninterrupted" / "tiny"
+    assert epoch_learning_rates(exp, 1) == pytest.approx([cosine_lr(0.03, e, 3) for e in range(3)], rel=1e-6)
+    run_stage2(work, "tiny", work / "exp_cos" / "uninterrupted",
+               ["training.epochs=5", "optim.scheduler=cosine", "allow_change=training.epochs"])
+    assert epoch_learning_rates(exp, 2) == pytest.approx([cosine_lr(0.03, e, 5) for e in (3, 4)], rel=1e-6)
+
+
 def test_two_process_cpu_ddp_writes_one_consistent_experiment(work):
     run_stage2(work, "tiny", work / "exp_ddp", ["training.accelerator=cpu", "training.devices=2",
                                                 "training.checkpoint_every_n_steps=null"], log=work / "ddp.log")

@@ -97,11 +97,22 @@ def figure(rows, path, title):
                                 [max(0, r["si_sdri_ci95"][1] - r["si_sdri"]) for r in line]], label=f"{name}: all")
         ax.plot([r["minutes"] for r in line], [r["si_sdri_overlapping"] for r in line], "--", marker="s",
                 color=bar[0].get_color(), label=f"{name}: overlapping mixtures")
+    budget_axes(ax, title)
+    save_figure(fig, path)
+
+
+def budget_axes(ax, title):
+    """Labels of an SI-SDRi-per-training-minutes plot (here and in local/benchmarks/budget_matrix.py)."""
     ax.set_xlabel("training minutes (2-core CPU)")
     ax.set_ylabel("test SI-SDRi (dB)")
     ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+
+
+def save_figure(fig, path):
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -121,7 +121,7 @@ RULES = {
     "optim.optimizer": choice("adam", "adamw", "sgd"),
     "optim.lr": number(above=0),
     "optim.weight_decay": number(lo=0),
-    "optim.scheduler": choice("plateau", "none"),
+    "optim.scheduler": choice("plateau", "cosine", "none"),
     "optim.lr_patience": integer(lo=0),
     "optim.lr_factor": number(above=0, hi=1),
     "eval.metrics": (_metrics, "a list of si_sdr, sdr, sir, sar (STOI and PESQ have their own keys)"),

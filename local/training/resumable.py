@@ -186,10 +186,11 @@ class ResumeState(pl.Callback):
         self.seconds_before = float(state_dict.get("train_seconds", 0.0))
 
 
-def step_epoch_schedulers(trainer, metrics):
-    """Take one epoch step of every epoch-interval LR scheduler (plateau ones with their monitored value)."""
+def step_epoch_schedulers(trainer, metrics, plateau_only=False):
+    """Take one epoch step of every epoch-interval LR scheduler (plateau ones with their monitored value), or of
+    the plateau ones only."""
     for config in trainer.lr_scheduler_configs:
-        if config.interval != "epoch":
+        if config.interval != "epoch" or (plateau_only and not config.reduce_on_plateau):
             continue
         if config.reduce_on_plateau:
             if metrics.get(config.monitor) is not None:
@@ -206,10 +207,10 @@ class LastCheckpoint(Checkpoint):
     Lightning behaviours that would make a resume inexact, handled here:
     - a checkpoint taken on a step that a validation follows would make the resumed run skip that
       validation: step checkpoints are not taken there (the validation's own checkpoint follows);
-    - epoch schedulers (ReduceLROnPlateau) step after the epoch-end hooks, and Lightning skips that
-      step in the first epoch of a resumed run. An epoch-end checkpoint records the pending step and the
-      monitored values, and the resumed run takes it before training; a run resumed mid-epoch takes the
-      step itself at the end of that epoch.
+    - epoch schedulers step after the epoch-end hooks, and in the first epoch of a resumed run Lightning
+      steps the others (cosine) but skips the plateau ones, whose monitored value it does not keep. An
+      epoch-end checkpoint records the pending step and the monitored values, and the resumed run takes the
+      plateau step before training; a run resumed mid-epoch takes it at the end of that epoch.
     (Lightning's ModelCheckpoint(save_last=True) also refreshes last.ckpt only when it saves a top-k
     checkpoint, so a resume could go back epochs.)"""
 
@@ -243,8 +244,8 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer, "validation")
 
     def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.fit_loop.restarting:  # an epoch resumed mid-way: Lightning will not step the schedulers
-            step_epoch_schedulers(trainer, {k: float(v) for k, v in trainer.callback_metrics.items()})
+        if trainer.fit_loop.restarting:  # an epoch resumed mid-way: Lightning will not step the plateau schedulers
+            step_epoch_schedulers(trainer, {k: float(v) for k, v in trainer.callback_metrics.items()}, plateau_only=True)
             self._save(trainer, "epoch end")
         else:
             self._save(trainer, "epoch end", scheduler_step_pending=True)
@@ -261,7 +262,7 @@ class LastCheckpoint(Checkpoint):
     def on_train_start(self, trainer, pl_module):
         restored, self._restored = self._restored, None
         if restored and restored["scheduler_step_pending"]:  # the step the checkpoint's epoch end still owed
-            step_epoch_schedulers(trainer, restored["metrics"])
+            step_epoch_schedulers(trainer, restored["metrics"], plateau_only=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -11,6 +11,7 @@ a finished one is skipped. With `training.devices`/`num_nodes` > 1, Lightning ru
 parallel: every rank runs this same function, the views are sharded per rank, and only global rank 0
 writes the experiment's files.
 """
+import math
 import sys
 import time
 import warnings
@@ -182,6 +183,12 @@ class ApplyChangedSettings(pl.Callback):
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = self.lr
+        for config in trainer.lr_scheduler_configs:  # a closed-form schedule (cosine) scales from the new rate
+            scheduler = config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                scheduler.base_lrs = [self.lr] * len(scheduler.base_lrs)
+                for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):
+                    group["lr"] = self.lr * factor(scheduler.last_epoch)
         for callback in trainer.callbacks:
             if isinstance(callback, EarlyStopping) and self.patience:
                 callback.patience = int(self.patience)
@@ -199,7 +206,16 @@ def make_optimizer(params, optim_cfg):
     raise RecipeError(f"unknown optim.optimizer '{name}'; known: adam, adamw, sgd")
 
 
-def make_scheduler(optimizer, optim_cfg):
+def cosine_factor(epochs):
+    """lr(e) / lr = (1 + cos(pi e / E)) / 2 for epoch e of E (Loshchilov and Hutter 2017, SGDR without restarts):
+    the full rate at the start, near zero in the last epoch. A closed form of the epoch, not a recursion on the
+    current rate, so a run whose `training.epochs` changes on resume (--allow_change) anneals to the new end."""
+    def factor(epoch):
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
+    return factor
+
+
+def make_scheduler(optimizer, optim_cfg, epochs):
     name = optim_cfg["scheduler"]
     if name in (None, "none"):
         return None
@@ -207,7 +223,9 @@ def make_scheduler(optimizer, optim_cfg):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=float(optim_cfg["lr_factor"]), patience=int(optim_cfg["lr_patience"])
         )
-    raise RecipeError(f"unknown optim.scheduler '{name}'; known: plateau, none")
+    if name == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor(int(epochs)))
+    raise RecipeError(f"unknown optim.scheduler '{name}'; known: plateau, cosine, none")
 
 
 def make_loaders(cfg, views, root):
@@ -358,7 +376,7 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
             f"first: --training.epochs {change_epoch + 1} --allow_change training.epochs, then make the change.")
 
     optimizer = make_optimizer(model.parameters(), cfg["optim"])
-    scheduler = make_scheduler(optimizer, cfg["optim"])
+    scheduler = make_scheduler(optimizer, cfg["optim"], tcfg["epochs"])
     system = SeparationSystem(model=model, loss_func=loss, optimizer=optimizer, train_loader=train_loader,
                               val_loader=val_loader, scheduler=scheduler, config=cfg)
     checkpoint = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="epoch{epoch:03d}-val_loss{val_loss:.4f}",

@@ -1,0 +1,108 @@
+"""The quality-per-CPU-minute matrix (issue 12): model family x training budget x dataset x dynamic mixing.
+
+    python -m local.benchmarks.budget_matrix --out egs/BUDGET \
+        synth=exp/benchmarks/budget_synth/budget.json debian_sounds=exp/benchmarks/budget_debian_sounds/budget.json
+
+Merges the `budget.json` files that `local.benchmarks.budget` wrote (one per dataset, or several per dataset when
+families were run in separate invocations) into one table, written as Markdown (`<out>.md`), JSON (`<out>.json`)
+and a figure with one panel per dataset (`<out>.png`). A cell holds the mean SI-SDRi over all test mixtures with
+its 95 % bootstrap interval, then the mean over mixtures whose sources overlap and the median; a budget a family
+was not run for stays empty ("-") rather than being filled in. Nothing is measured here: every figure comes from
+the budget runs, which state their own command and machine.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from local.benchmarks.budget import budget_axes, save_figure
+from local.common import io_utils
+
+
+def family(tag):
+    """The model family of a category tag: lstm_2src_sisdr -> lstm, conv_tasnet_2src -> conv_tasnet."""
+    return tag.split("_2src")[0].split("_3src")[0].split("_5src")[0].split("_2spk")[0]
+
+
+def load(sources):
+    """One row per (dataset, tag, dynamic mixing, minutes) from `dataset=path` pairs; a later file wins a clash."""
+    rows = {}
+    for source in sources:
+        name, sep, path = source.partition("=")
+        if not sep or not name or not path:
+            sys.exit(f"budget_matrix: '{source}' is not DATASET=PATH/budget.json")
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            sys.exit(f"budget_matrix: cannot read {path} ({err}); run local.benchmarks.budget first")
+        for r in data.get("rows", []):
+            key = (name, r["tag"], bool(r["dynamic_mixing"]), float(r["minutes"]))
+            rows[key] = {"dataset": name, "family": family(r["tag"]), **r, "source": str(path)}
+    if not rows:
+        sys.exit("budget_matrix: the files hold no rows")
+    return pd.DataFrame(list(rows.values()))
+
+
+def _number(value):
+    return "-" if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+def cell_text(r):
+    """'mean [95 % interval] / overlapping mean / median' (a figure an older budget.json lacks shows as '-')."""
+    ci = r.get("si_sdri_ci95")
+    interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, (list, tuple)) else ""
+    return (f"{_number(r.get('si_sdri'))}{interval} / {_number(r.get('si_sdri_overlapping'))} / "
+            f"{_number(r.get('si_sdri_median'))}")
+
+
+def markdown(table):
+    """One row per dataset, family and dynamic-mixing setting; one column per budget."""
+    minutes = sorted(table["minutes"].unique())
+    head = ["dataset", "family (tag)", "dynamic mixing"] + [f"{m:g} min" for m in minutes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (dataset, tag, dynamic), group in table.groupby(["dataset", "tag", "dynamic_mixing"], sort=True):
+        by_minutes = {float(r["minutes"]): r for _, r in group.iterrows()}
+        cells = [cell_text(by_minutes[m]) if m in by_minutes else "-" for m in minutes]
+        lines.append(f"| {dataset} | {family(tag)} ({tag}) | {'yes' if dynamic else 'no'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(table, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted(table["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.0 * len(datasets), 3.8), squeeze=False, sharey=False)
+    for ax, dataset in zip(axes[0], datasets):
+        part = table[table["dataset"] == dataset]
+        for (tag, dynamic), line in part.groupby(["tag", "dynamic_mixing"], sort=True):
+            line = line.sort_values("minutes")
+            y = line["si_sdri_overlapping"].fillna(line["si_sdri"])  # older files: the mean over all
+            ax.plot(line["minutes"], y, "--" if dynamic else "-", marker="o",
+                    label=f"{family(tag)}{' + DM' if dynamic else ''}")
+        budget_axes(ax, f"{dataset}: overlapping test mixtures")
+    save_figure(fig, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="path prefix of the .md, .json and .png written")
+    parser.add_argument("sources", nargs="+", help="DATASET=path/to/budget.json, one or more per dataset")
+    args = parser.parse_args(argv)
+    table = load(args.sources)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = markdown(table)
+    io_utils.write_json({"rows": json.loads(table.to_json(orient="records"))}, out.with_suffix(".json"))
+    io_utils.write_text(out.with_suffix(".md"), text)
+    figure(table, out.with_suffix(".png"))
+    print(text + f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The benchmark matrix merges budget runs without moving a figure: each number lands in its own dataset, family,
+dynamic-mixing row and budget column."""
+import json
+
+import pytest
+
+from local.benchmarks.budget_matrix import family, main
+
+
+def row(tag, dynamic, minutes, mean, low, high, overlapping=None, median=None):
+    r = {"tag": tag, "dynamic_mixing": dynamic, "minutes": minutes, "si_sdri": mean, "si_sdri_ci95": [low, high]}
+    if overlapping is not None:
+        r.update(si_sdri_overlapping=overlapping, si_sdri_median=median)
+    return r
+
+
+def test_every_figure_lands_in_its_cell(tmp_path):
+    synth = tmp_path / "synth.json"
+    synth.write_text(json.dumps({"rows": [
+        row("lstm_2src_sisdr", False, 2, 5.5, 5.0, 6.0, 5.5, 5.25),
+        row("lstm_2src_sisdr", False, 10, 14.25, 13.0, 15.5, 14.25, 14.5),
+        row("lstm_2src_sisdr", True, 2, 6.5, 6.0, 7.0, 6.5, 6.75),
+        row("conv_tasnet_2src", False, 2, 1.125, 0.5, 1.75, 1.125, 1.0)]}))
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps({"rows": [row("vtf_2src", False, 5, 3.0, 2.0, 4.0)]}))  # an older file: no median
+    later = tmp_path / "later.json"  # measured again: wins over synth.json's row
+    later.write_text(json.dumps({"rows": [row("lstm_2src_sisdr", False, 2, 7.5, 7.0, 8.0, 7.25, 7.75)]}))
+    main(["--out", str(tmp_path / "m"), f"synth={synth}", f"real={real}", f"synth={later}"])
+    lines = (tmp_path / "m.md").read_text().splitlines()
+    assert lines[0] == "| dataset | family (tag) | dynamic mixing | 2 min | 5 min | 10 min |"
+    assert lines[2:] == [
+        "| real | vtf (vtf_2src) | no | - | 3.00 [2.00, 4.00] / - / - | - |",
+        "| synth | conv_tasnet (conv_tasnet_2src) | no | 1.12 [0.50, 1.75] / 1.12 / 1.00 | - | - |",
+        "| synth | lstm (lstm_2src_sisdr) | no | 7.50 [7.00, 8.00] / 7.25 / 7.75 | - | 14.25 [13.00, 15.50] / 14.25 / 14.50 |",
+        "| synth | lstm (lstm_2src_sisdr) | yes | 6.50 [6.00, 7.00] / 6.50 / 6.75 | - | - |",
+    ]
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert len(rows) == 5 and {r["dataset"] for r in rows} == {"synth", "real"}
+    assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_family_names():
+    assert [family(t) for t in ("lstm_2src_sisdr", "conv_tasnet_3src", "stt_5src_minloss", "upit_lstm_2spk")] == \
+        ["lstm", "conv_tasnet", "stt", "upit_lstm"]
+
+
+@pytest.mark.parametrize("source, message", [("synth", "is not DATASET=PATH/budget.json"),
+                                             ("synth=/nonexistent/budget.json", "cannot read /nonexistent/budget.json")])
+def test_bad_sources_are_one_line(tmp_path, capsys, source, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["--out", str(tmp_path / "m"), source])
+    assert not list(tmp_path.iterdir())
