@@ -50,3 +50,28 @@ def test_bad_sources_are_one_line(tmp_path, capsys, source, message):
     with pytest.raises(SystemExit, match=message):
         main(["--out", str(tmp_path / "m"), source])
     assert not list(tmp_path.iterdir())
+
+
+def test_dynamic_mixing_gain_is_paired_on_the_same_mixtures(tmp_path):
+    """The gain is the mean of per-mixture differences matched by mixture_id (rows in another order), over all
+    mixtures and over those whose sources overlap."""
+    import numpy as np
+    import pandas as pd
+
+    from local.benchmarks.budget import dynamic_mixing_gain
+
+    ids = [f"test_{i:06d}" for i in range(6)]
+    fixed = pd.DataFrame({"mixture_id": ids, "si_sdri": [1.0, 2.0, 3.0, 80.0, 5.0, 6.0],
+                          "max_overlap": [2, 2, 2, 1, 2, 2]})
+    dynamic = pd.DataFrame({"mixture_id": ids[::-1], "si_sdri": [7.0, 5.5, 90.0, 3.5, 2.0, 1.5],
+                            "max_overlap": [2, 2, 1, 2, 2, 2]})
+    for d, frame in ((0, fixed), (1, dynamic)):
+        (tmp_path / f"at_5min_dm{d}" / "t" / "eval").mkdir(parents=True)
+        frame.to_csv(tmp_path / f"at_5min_dm{d}" / "t" / "eval" / "metrics.csv", index=False)
+    gain = dynamic_mixing_gain(tmp_path, "t", 5)
+    by_id = dict(zip(dynamic["mixture_id"], dynamic["si_sdri"]))
+    diffs = np.array([by_id[i] - f for i, f in zip(ids, fixed["si_sdri"])])  # 0.5, 0.0, 0.5, 10, 0.5, 1.0
+    assert gain["all"]["mean"] == pytest.approx(diffs.mean()) and gain["all"]["n"] == 6
+    assert gain["overlapping"]["mean"] == pytest.approx(np.delete(diffs, 3).mean()) and gain["overlapping"]["n"] == 5
+    low, high = gain["overlapping"]["ci95"]
+    assert 0.0 <= low <= 0.5 <= high <= 1.0

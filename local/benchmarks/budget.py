@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from local.benchmarks import publish
+from local.evaluation.uncertainty import paired_difference
 from local.training.train import SaveSnapshots
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +83,18 @@ def cell(recipe, tag, dynamic, minutes, work, extra):
     return rows
 
 
+def dynamic_mixing_gain(work, tag, minutes):
+    """Dynamic minus fixed views after the same training minutes, paired on the same test mixtures (the views
+    of val and test stay fixed under dynamic mixing): {all, overlapping}, each {mean, ci95, n} in dB SI-SDRi."""
+    fixed, dynamic = (pd.read_csv(Path(work) / f"at_{minutes:g}min_dm{d}" / tag / "eval" / "metrics.csv")
+                      for d in (0, 1))
+    both = fixed.merge(dynamic, on="mixture_id", suffixes=("_fixed", "_dynamic"))
+    overlapping = both[both["max_overlap_fixed"] >= 2] if "max_overlap_fixed" in both else both
+    return {"tag": tag, "minutes": minutes,
+            **{name: paired_difference(part["si_sdri_fixed"], part["si_sdri_dynamic"])
+               for name, part in (("all", both), ("overlapping", overlapping))}}
+
+
 def figure(rows, path, title):
     import matplotlib
 
@@ -128,6 +141,12 @@ def main(argv=None):
     parser.add_argument("extra", nargs="*", help="more recipe options, after --, e.g. -- --data_dir DIR")
     args = parser.parse_args(argv)
     recipe, work = (ROOT / args.recipe).resolve(), Path(args.work).resolve()
+    earlier = work / "budget.json"
+    if earlier.is_file():  # reusing runs made with other options would mislabel them
+        made = json.loads(earlier.read_text())
+        if (made.get("recipe"), made.get("extra")) != (args.recipe, args.extra):
+            sys.exit(f"budget: {work} holds runs of {made.get('recipe')} {' '.join(made.get('extra') or [])}; "
+                     f"use another --work, or delete it to measure these options")
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for tag in args.tags:
@@ -140,9 +159,16 @@ def main(argv=None):
         bound = f"{r['bound']} {r['bound_si_sdri']:.2f}" if r["bound"] else "-"
         print(f"{r['tag']:<22} {str(r['dynamic_mixing']):>11} {r['minutes']:>7g} {r['si_sdri']:>8.2f} "
               f"[{ci[0]:>6.2f}, {ci[1]:>6.2f}] {r['si_sdri_overlapping']:>11.2f} {r['si_sdri_median']:>7.2f} {bound:>12}")
+    gains = [dynamic_mixing_gain(work, tag, m) for tag in args.tags for m in sorted(args.minutes)
+             if {"false", "true"} <= set(args.dynamic_mixing)]
+    for g in gains:
+        print(f"dynamic mixing gain, {g['tag']} after {g['minutes']:g} min (paired, same test views): all "
+              f"{g['all']['mean']:+.2f} [{g['all']['ci95'][0]:+.2f}, {g['all']['ci95'][1]:+.2f}], overlapping "
+              f"{g['overlapping']['mean']:+.2f} [{g['overlapping']['ci95'][0]:+.2f}, {g['overlapping']['ci95'][1]:+.2f}]")
     figure(rows, work / "budget.png", f"{args.recipe}: SI-SDRi per training budget")
     print(f"wrote {work / 'budget.png'}")
-    publish({"recipe": args.recipe, "extra": args.extra, "rows": rows}, work / "budget.json")
+    publish({"recipe": args.recipe, "extra": args.extra, "rows": rows, "dynamic_mixing_gain": gains},
+            work / "budget.json")
 
 
 if __name__ == "__main__":
