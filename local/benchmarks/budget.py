@@ -10,8 +10,10 @@ weights the 10-minute run had after 2 minutes (the learning-rate schedule is the
 plateau scheduler acts on validations only). Budgets are wall-clock minutes of this machine's CPU, with
 whatever threads torch uses; run it alone. Prints a table and writes JSON and a figure next to it. Besides the mean
 SI-SDRi over all test mixtures it gives the median and the mean over mixtures whose sources overlap (short hits
-that never sound together are separated by gating alone, at 80 dB and more, and dominate a mean). Run again in
-the same `--work`, it reuses finished runs and evaluations (delete the folder to measure afresh).
+that never sound together are separated by gating alone, at 80 dB and more, and dominate a mean). With both
+dynamic-mixing settings it gives the gain of dynamic mixing per budget, paired on the same test mixtures. Run again
+in the same `--work` with the same options, it reuses finished runs and evaluations (delete the folder to measure
+afresh; other options are refused there). Merge several runs into one table with local/benchmarks/budget_matrix.py.
 """
 import argparse
 import json
