@@ -13,6 +13,11 @@
   SIR-maximising permutation, which can differ from the SI-SDR one on poorly separated mixtures.)
 - STOI (Taal et al. 2011) through pb_bss_eval (pystoi), and PESQ (ITU-T P.862) per source, for speech.
 
+SDR, SIR and SAR are clamped to +-150 dB (as fast_bss_eval's `clamp_db` does), beyond what float32 audio resolves
+(about 144 dB): an estimate with no trace of the other sources, such as a gated hit that never overlaps the other
+sound, has an infinite SIR (fast_bss_eval) or a numerical 300-odd dB (mir_eval), which would make every mean over
+sources infinite or arbitrary (and `Infinity` is not JSON).
+
 The input figures (`input_*`) score the mixture itself as every source's estimate. There is no input SAR: the
 mixture lies exactly in the span of the references, so its SAR is infinite (numerical noise in practice).
 """
@@ -22,6 +27,7 @@ import numpy as np
 
 BSS_BACKENDS = ("fast_bss_eval", "pb_bss_eval")
 BSS_METRICS = ("sdr", "sir", "sar")
+BSS_CLAMP_DB = 150.0  # the largest SDR/SIR/SAR magnitude reported (see above)
 PESQ_RATES = (8000, 16000)  # narrow band and wide band
 
 
@@ -67,16 +73,16 @@ def bss_eval(references, estimates, backend="fast_bss_eval"):
         sdr, sir, sar = mir_eval_sources(references, estimates, compute_permutation=False)
     else:
         raise ValueError(f"unknown BSS-eval backend {backend!r}; known: {', '.join(BSS_BACKENDS)}")
-    return {"sdr": np.asarray(sdr, dtype=float), "sir": np.asarray(sir, dtype=float),
-            "sar": np.asarray(sar, dtype=float)}
+    return {k: np.clip(np.asarray(v, dtype=float), -BSS_CLAMP_DB, BSS_CLAMP_DB)
+            for k, v in (("sdr", sdr), ("sir", sir), ("sar", sar))}
 
 
 def _sdr_from_coherence(coherence):
     """BSS-eval's ratio in dB from a square cosine c (the share of energy in the projection): 10 log10 c / (1 - c),
-    as fast_bss_eval converts it (c clamped to [0, 1])."""
+    as fast_bss_eval converts it (c clamped to [0, 1]), within +-BSS_CLAMP_DB."""
     c = np.clip(np.asarray(coherence, dtype=np.float64), 0.0, 1.0)
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(c / (1.0 - c))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.clip(10.0 * np.log10(c / (1.0 - c)), -BSS_CLAMP_DB, BSS_CLAMP_DB)
 
 
 def fast_bss_eval_with_input(references, estimates, mixture):
