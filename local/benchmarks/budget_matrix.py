@@ -77,13 +77,14 @@ def figure(table, path):
     import matplotlib.pyplot as plt
 
     datasets = sorted(table["dataset"].unique())
+    colour = {f: f"C{i}" for i, f in enumerate(sorted(table["tag"].map(family).unique()))}  # one per family, all panels
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.0 * len(datasets), 3.8), squeeze=False, sharey=False)
     for ax, dataset in zip(axes[0], datasets):
         part = table[table["dataset"] == dataset]
         for (tag, dynamic), line in part.groupby(["tag", "dynamic_mixing"], sort=True):
             line = line.sort_values("minutes")
             y = line["si_sdri_overlapping"].fillna(line["si_sdri"])  # older files: the mean over all
-            ax.plot(line["minutes"], y, "--" if dynamic else "-", marker="o",
+            ax.plot(line["minutes"], y, "--" if dynamic else "-", marker="o", color=colour[family(tag)],
                     label=f"{family(tag)}{' + DM' if dynamic else ''}")
         budget_axes(ax, f"{dataset}: overlapping test mixtures")
     save_figure(fig, path)
