@@ -6,8 +6,8 @@ would both train it and overwrite each other's checkpoints. The owner of `exp/<t
 NFS, where O_EXCL may not). A second process stops with one line naming the owner (exit code 75, which
 `utils/run_grid.sh` reads as "another runner has this cell"). A lock left behind is taken over: on the same
 host when its process is gone, from another host when the owner stopped refreshing it (a heartbeat touches
-it every HEARTBEAT_SECONDS; STALE_SECONDS without one means the owner died). Taking over renames the stale
-lock away first, which only one of several contenders can do.
+it every HEARTBEAT_SECONDS; STALE_SECONDS without one means the owner died). A stale lock is removed only under a
+takeover mutex and after judging it again there, so of several contenders exactly one gets the experiment.
 
 `run.sh` takes the lock for its whole run (stages 2-3) with its own pid and passes it down in
 LISTENER_OWNER_PID; the Python stages then only keep it fresh. `python -m local.recipe train` run by hand
@@ -34,6 +34,8 @@ from local.common.errors import RecipeError
 LOCK_NAME = ".owner"
 HEARTBEAT_SECONDS = 60
 STALE_SECONDS = 600
+TAKEOVER_NAME = ".owner.takeover"
+TAKEOVER_STALE_SECONDS = 30
 BUSY_EXIT_CODE = 75  # EX_TEMPFAIL: try again later
 
 
@@ -88,17 +90,10 @@ def acquire(exp_dir, pid=None, command=None):
     me = {"host": socket.gethostname(), "pid": pid, "pid_start": _start_ticks(pid),
           "since": time.strftime("%Y-%m-%d %H:%M:%S"),
           "command": command or os.environ.get("LISTENER_COMMAND") or " ".join(sys.argv)}
-    for _ in range(10):
-        fd, tmp = tempfile.mkstemp(dir=exp_dir, prefix=".owner.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        try:
-            os.link(tmp, lock)  # fails if the lock exists: the atomic create
+    deadline = time.time() + 10.0
+    while time.time() < deadline:
+        if _create(lock, me):
             return True
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
         owner = _read(lock)
         if owner and owner.get("host") == me["host"] and int(owner.get("pid", -1)) == pid:
             return False
@@ -106,14 +101,48 @@ def acquire(exp_dir, pid=None, command=None):
             raise ExperimentBusy(f"{exp_dir} is being run by pid {owner.get('pid')} on {owner.get('host')} since "
                                  f"{owner.get('since')} ({owner.get('command', '')!s:.120}); wait for it, or stop "
                                  f"it. If that process is gone for good, delete {lock}.")
-        try:  # only one contender can move the stale lock away
-            os.rename(lock, exp_dir / f".owner.stale.{me['host']}.{pid}")
+        _take_over(exp_dir, lock, me)
+    raise ExperimentBusy(f"{exp_dir}: could not take {lock} within 10 s; another process keeps changing it")
+
+
+def _create(path, record):
+    """Create `path` holding `record` as JSON, atomically and only if it does not exist (a hard link of a
+    finished temporary file: it works on NFS, where O_EXCL may not). True if this call created it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".owner.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+
+
+def _take_over(exp_dir, lock, me):
+    """Remove a stale lock, under a takeover mutex (.owner.takeover): a contender that judged the lock stale
+    and then removed whatever lay at its path could remove the lock a faster contender had just created, and
+    both would own the experiment (seen with eight processes racing). Under the mutex the lock is read and
+    judged again; while it exists, only a takeover can replace it. A mutex left by a process killed inside
+    this function (a few system calls) is cleared after TAKEOVER_STALE_SECONDS."""
+    mutex = exp_dir / TAKEOVER_NAME
+    if not _create(mutex, me):
+        try:
+            if time.time() - mutex.stat().st_mtime > TAKEOVER_STALE_SECONDS:
+                mutex.unlink(missing_ok=True)
         except FileNotFoundError:
-            continue
-        print(f"ownership: took over {exp_dir} from pid {owner and owner.get('pid')} on "
-              f"{owner and owner.get('host')}, which is gone", flush=True)
-        (exp_dir / f".owner.stale.{me['host']}.{pid}").unlink(missing_ok=True)
-    raise ExperimentBusy(f"{exp_dir}: could not take {lock} after 10 tries; another process keeps changing it")
+            pass
+        time.sleep(0.02)
+        return
+    try:
+        owner = _read(lock)
+        if lock.exists() and is_stale(owner, lock):
+            lock.unlink(missing_ok=True)
+            print(f"ownership: took over {exp_dir} from pid {owner and owner.get('pid')} on "
+                  f"{owner and owner.get('host')}, which is gone", flush=True)
+    finally:
+        mutex.unlink(missing_ok=True)
 
 
 def release(exp_dir, pid=None):
