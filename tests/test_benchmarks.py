@@ -75,3 +75,13 @@ def test_dynamic_mixing_gain_is_paired_on_the_same_mixtures(tmp_path):
     assert gain["overlapping"]["mean"] == pytest.approx(np.delete(diffs, 3).mean()) and gain["overlapping"]["n"] == 5
     low, high = gain["overlapping"]["ci95"]
     assert 0.0 <= low <= 0.5 <= high <= 1.0
+
+
+@pytest.mark.parametrize("args, message", [(["--recipe", "nosuch.sh"], "no recipe .*nosuch.sh"),
+                                           (["--minutes", "2", "-1"], "--minutes must be positive")])
+def test_budget_refuses_a_missing_recipe_and_non_positive_minutes(tmp_path, args, message):
+    from local.benchmarks.budget import main as budget_main
+
+    with pytest.raises(SystemExit, match=message):
+        budget_main([*args, "--work", str(tmp_path / "work")])
+    assert not (tmp_path / "work").exists()

@@ -143,6 +143,10 @@ def main(argv=None):
     parser.add_argument("extra", nargs="*", help="more recipe options, after --, e.g. -- --data_dir DIR")
     args = parser.parse_args(argv)
     recipe, work = (ROOT / args.recipe).resolve(), Path(args.work).resolve()
+    if not recipe.is_file():
+        sys.exit(f"budget: no recipe {recipe}; give --recipe run.sh or egs/<name>/run.sh")
+    if min(args.minutes) <= 0:
+        sys.exit(f"budget: --minutes must be positive training minutes, got {' '.join(f'{m:g}' for m in args.minutes)}")
     earlier = work / "budget.json"
     if earlier.is_file():  # reusing runs made with other options would mislabel them
         made = json.loads(earlier.read_text())
