@@ -188,3 +188,39 @@ def test_every_grid_cell_is_a_config_that_builds(grid):
             assert count_parameters(build_model(cfg)) > 0
     if grid == "wildmix":
         assert sum(tag.startswith("stt_") for tag in cells) == 9
+
+
+@pytest.mark.parametrize("n_src, n_filters", [(2, 32), (3, 40)])
+def test_sudormrf_matmul_mask_layer_equals_asteroids_conv(n_src, n_filters):
+    """local/models/sudormrf.py replaces Asteroid's (K, 1) mask Conv2d by a banded matrix product (a CPU speed
+    fix); the outputs and every gradient must be Asteroid's, element by element, and packages interchangeable."""
+    from asteroid.models import SuDORMRFNet as Asteroid
+    from local.models.sudormrf import SuDORMRFNet
+    args = dict(n_src=n_src, bn_chan=16, num_blocks=2, upsampling_depth=2, n_filters=n_filters, kernel_size=21,
+                stride=10)
+    torch.manual_seed(0)
+    reference = Asteroid(**args).double()
+    ours = SuDORMRFNet(**args).double()
+    ours.load_state_dict(reference.state_dict())
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    mix = torch.randn(3, 2001, dtype=torch.float64)
+    est_ref, est = reference(mix), ours(mix)
+    torch.testing.assert_close(est, est_ref, rtol=1e-10, atol=1e-12)
+    target = torch.randn_like(est)
+    ((est_ref - target) ** 2).sum().backward()
+    ((est - target) ** 2).sum().backward()
+    for (name, p_ref), p in zip(reference.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-8, atol=1e-10, msg=name)
+    # the mask layer alone, against a convolution written out here: y[b,s,c,t] = bias[s] + sum_k w[s,k] x[b,c+k-P,t]
+    layer, x = ours.masker.m, torch.randn(2, 1, n_filters, 7, dtype=torch.float64)
+    w, pad = layer.weight[:, 0, :, 0].detach(), layer.pad
+    expected = torch.zeros(2, n_src, n_filters, 7, dtype=torch.float64) + layer.bias.detach()[None, :, None, None]
+    for c in range(n_filters):
+        for k in range(w.shape[1]):
+            if 0 <= c + k - pad < n_filters:
+                expected[:, :, c] += w[None, :, k, None] * x[:, 0, c + k - pad][:, None]
+    torch.testing.assert_close(layer(x).detach(), expected)
+    # a package saved with our class loads into Asteroid's (same name, same state dict)
+    package = model_package(ours)
+    assert package["model_name"] == "SuDORMRFNet"
+    Asteroid(**package["model_args"]).load_state_dict(package["state_dict"])

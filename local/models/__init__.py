@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 
 from local.common.errors import RecipeError
-from asteroid.models import ConvTasNet, DPRNNTasNet, SuDORMRFNet
+from asteroid.models import ConvTasNet, DPRNNTasNet
 
 from local.models.dpcl import DPCLDPRNN
 from local.models.gab import GABMasker
 from local.models.huang_rnn import DRNNMasker, SRNNMasker
 from local.models.lstm import LSTMMasker
 from local.models.stt import STTMasker
+from local.models.sudormrf import SuDORMRFNet
 from local.models.vtf import VTFMasker
 
 MODELS = {
@@ -29,7 +30,7 @@ MODELS = {
     "srnn": SRNNMasker,
     "dpcl_dprnn": DPCLDPRNN,
     "dprnn_tasnet": DPRNNTasNet,  # Asteroid's time-domain DPRNN-TasNet, the speaker-separation baseline
-    "sudormrf": SuDORMRFNet,  # Asteroid's SuDoRM-RF (Tzinis et al. 2020): universal separation at a low cost
+    "sudormrf": SuDORMRFNet,  # Asteroid's SuDoRM-RF (Tzinis et al. 2020), mask layer as a matmul (CPU speed)
     "conv_tasnet": ConvTasNet,  # Asteroid's Conv-TasNet (Luo and Mesgarani 2019)
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
