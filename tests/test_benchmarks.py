@@ -85,3 +85,21 @@ def test_budget_refuses_a_missing_recipe_and_non_positive_minutes(tmp_path, args
     with pytest.raises(SystemExit, match=message):
         budget_main([*args, "--work", str(tmp_path / "work")])
     assert not (tmp_path / "work").exists()
+
+
+def test_budget_rows_say_how_far_training_got(tmp_path):
+    """Mixtures seen = optimizer steps x the experiment's batch size, read from the snapshot stage 2 wrote; a
+    snapshot from before stage 2 recorded it gives None, not a made-up figure."""
+    import torch
+    import yaml
+
+    from local.benchmarks.budget import training_progress
+
+    (tmp_path / "conf.yml").write_text(yaml.safe_dump({"training": {"batch_size": 12}}))
+    torch.save({"infos": {"training_progress": {"minutes": 2.01, "epoch": 3, "optimizer_steps": 250}}},
+               tmp_path / "new.pth")
+    torch.save({"infos": {}}, tmp_path / "old.pth")
+    assert training_progress(tmp_path / "new.pth", tmp_path / "conf.yml") == \
+        {"epoch": 3, "optimizer_steps": 250, "mixtures_seen": 3000}
+    assert training_progress(tmp_path / "old.pth", tmp_path / "conf.yml") == \
+        {"epoch": None, "optimizer_steps": None, "mixtures_seen": None}

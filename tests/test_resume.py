@@ -202,11 +202,12 @@ def test_snapshots_are_taken_at_their_training_minutes_and_kept_across_a_resume(
     clock = {"seconds": 0.0}
     state = SimpleNamespace(train_seconds=lambda: clock["seconds"])
     model = build_model(tiny_cfg)
-    module, trainer = SimpleNamespace(model=model), SimpleNamespace(is_global_zero=True)
+    module, trainer = SimpleNamespace(model=model), SimpleNamespace(is_global_zero=True, current_epoch=0, global_step=0)
     snapshots = SaveSnapshots([5, 2], tmp_path, state)
     first = next(model.parameters())
-    for seconds, value in ((60, 1.0), (130, 2.0), (200, 3.0), (301, 4.0), (400, 5.0)):
+    for step, (seconds, value) in enumerate(((60, 1.0), (130, 2.0), (200, 3.0), (301, 4.0), (400, 5.0))):
         clock["seconds"] = seconds
+        trainer.global_step, trainer.current_epoch = step + 1, step // 2
         with torch.no_grad():
             first.fill_(value)
         snapshots.on_train_batch_end(trainer, module, None, None, 0)
@@ -215,6 +216,11 @@ def test_snapshots_are_taken_at_their_training_minutes_and_kept_across_a_resume(
     # the weights of the first batch past each mark: 2.0 at 130 s, 4.0 at 301 s
     assert float(next(load_model(tmp_path / "snapshots" / "minutes_2.pth").parameters()).detach().flatten()[0]) == 2.0
     assert float(next(load_model(tmp_path / "snapshots" / "minutes_5.pth").parameters()).detach().flatten()[0]) == 4.0
+    # each package says how far training had got: 130 s = step 2 of epoch 0, 301 s = step 4 of epoch 1
+    progress = {m: torch.load(tmp_path / "snapshots" / f"minutes_{m}.pth", weights_only=True)["infos"]["training_progress"]
+                for m in (2, 5)}
+    assert progress == {2: {"minutes": round(130 / 60, 3), "epoch": 0, "optimizer_steps": 2},
+                        5: {"minutes": round(301 / 60, 3), "epoch": 1, "optimizer_steps": 4}}
     # a resumed run past both marks does not overwrite them
     resumed = SaveSnapshots([2, 5], tmp_path, state)
     with torch.no_grad():

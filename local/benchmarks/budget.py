@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
+import yaml
 
 from local.benchmarks import publish
 from local.evaluation.uncertainty import paired_difference
@@ -38,6 +40,17 @@ def _run(command, cwd, log):
         done = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         sys.exit(f"budget: the command failed (exit {done.returncode}); see {log}")
+
+
+def training_progress(snapshot, conf):
+    """Epoch, optimizer steps and training mixtures seen (steps x batch size: budget runs train in one process)
+    when the snapshot was taken; None each for snapshots written before stage 2 recorded it."""
+    infos = torch.load(snapshot, map_location="cpu", weights_only=True).get("infos", {})
+    progress = infos.get("training_progress") or {}
+    steps = progress.get("optimizer_steps")
+    batch = yaml.safe_load(Path(conf).read_text())["training"]["batch_size"]
+    return {"epoch": progress.get("epoch"), "optimizer_steps": steps,
+            "mixtures_seen": None if steps is None else int(steps) * int(batch)}
 
 
 def cell(recipe, tag, dynamic, minutes, work, extra):
@@ -69,6 +82,7 @@ def cell(recipe, tag, dynamic, minutes, work, extra):
             _run([str(recipe), "--stage", "3", "--stop_stage", "3", "--tag", tag, "--exp_dir", str(at), *extra], work,
                  log)
         summary = json.loads((at / tag / "eval" / "summary.json").read_text())
+        progress = training_progress(snapshot, exp / tag / "conf.yml")
         per_mixture = pd.read_csv(at / tag / "eval" / "metrics.csv")
         # mixtures where the sources never sound together (short hits at random onsets) are separated by gating
         # alone and can score 80 dB or more: they dominate a mean; the mean over overlapping mixtures does not
@@ -79,8 +93,9 @@ def cell(recipe, tag, dynamic, minutes, work, extra):
                      "bound": summary.get("bound"), "bound_si_sdri": summary.get("bound_si_sdri"),
                      "n_mixtures": summary.get("n_mixtures"), "si_sdri_median": float(per_mixture["si_sdri"].median()),
                      "si_sdri_overlapping": float(overlapping.mean()), "n_overlapping": int(len(overlapping)),
-                     "train_wall_seconds": train_wall})
-        print(f"  {tag} dm={dynamic} {m:g} min: SI-SDRi {rows[-1]['si_sdri']:.2f} {rows[-1]['si_sdri_ci95']}",
+                     "train_wall_seconds": train_wall, **progress})
+        seen = f", {progress['mixtures_seen']} training mixtures seen" if progress["mixtures_seen"] else ""
+        print(f"  {tag} dm={dynamic} {m:g} min: SI-SDRi {rows[-1]['si_sdri']:.2f} {rows[-1]['si_sdri_ci95']}{seen}",
               flush=True)
     return rows
 

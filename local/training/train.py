@@ -320,10 +320,16 @@ class SaveSnapshots(pl.Callback):
             path = self.dir / self.name(self.minutes.pop(0))
             if not path.is_file():  # a resumed run keeps the snapshots its earlier runs took
                 self.dir.mkdir(exist_ok=True)
+                package = model_package(pl_module.model)
+                # how far training got in that time: a budget benchmark compares models per minute, and this
+                # says whether a model saw its training set once, many times, or not even once
+                progress = {"minutes": round(self.resume_state.train_seconds() / 60, 3),
+                            "epoch": int(trainer.current_epoch), "optimizer_steps": int(trainer.global_step)}
+                package["infos"]["training_progress"] = progress
                 with io_utils.atomic_path(path) as tmp:
-                    torch.save(model_package(pl_module.model), tmp)
-                print(f"stage 2: wrote {path} after {self.resume_state.train_seconds() / 60:.2f} minutes of training",
-                      flush=True)
+                    torch.save(package, tmp)
+                print(f"stage 2: wrote {path} after {progress['minutes']:.2f} minutes of training (epoch "
+                      f"{progress['epoch']}, {progress['optimizer_steps']} optimizer steps)", flush=True)
 
 
 def epochs_trained(checkpoint):
