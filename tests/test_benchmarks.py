@@ -39,6 +39,39 @@ def test_every_figure_lands_in_its_cell(tmp_path):
     assert (tmp_path / "m.png").stat().st_size > 0
 
 
+def gain(tag, minutes, mean, low, high, o_mean, o_low, o_high):
+    return {"tag": tag, "minutes": minutes, "all": {"mean": mean, "ci95": [low, high], "n": 200},
+            "overlapping": {"mean": o_mean, "ci95": [o_low, o_high], "n": 170}}
+
+
+def test_dynamic_mixing_gains_land_in_their_cells(tmp_path):
+    """Each run's paired gains land under their dataset, family and budget; a later file wins a clash, and a matrix
+    without any gain has no gain table."""
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"rows": [row("gab_2src", False, 2, 5.0, 4.0, 6.0, 5.0, 4.5)], "dynamic_mixing_gain": [
+        gain("gab_2src", 2, 0.25, -0.5, 1.0, 0.5, -0.25, 1.25), gain("gab_2src", 10, -1.5, -2.0, -1.0, -1.75, -2.5, -1.0)]}))
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps({"rows": [row("vtf_2src", True, 5, 3.0, 2.0, 4.0)], "dynamic_mixing_gain": [
+        gain("gab_2src", 10, 2.0, 1.5, 2.5, 3.0, 2.25, 3.75)]}))
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps({"rows": [row("drnn_2src", False, 5, 1.0, 0.5, 1.5)], "dynamic_mixing_gain": [
+        gain("drnn_2src", 5, -0.125, -0.5, 0.25, 0.0, -0.75, 0.5)]}))
+    main(["--out", str(tmp_path / "m"), f"synth={first}", f"real={real}", f"synth={later}"])
+    text = (tmp_path / "m.md").read_text()
+    table = text[text.index("Dynamic mixing - fixed"):].splitlines()
+    assert table[2:] == [
+        "| dataset | family (tag) | 2 min | 5 min | 10 min |", "|---|---|---|---|---|",
+        "| real | drnn (drnn_2src) | - | -0.12 [-0.50, +0.25] / +0.00 [-0.75, +0.50] | - |",
+        "| synth | gab (gab_2src) | +0.25 [-0.50, +1.00] / +0.50 [-0.25, +1.25] | - | "
+        "+2.00 [+1.50, +2.50] / +3.00 [+2.25, +3.75] |"]
+    gains = json.loads((tmp_path / "m.json").read_text())["dynamic_mixing_gain"]
+    assert sorted((g["dataset"], g["tag"], g["minutes"], g["all"]["mean"]) for g in gains) == [
+        ("real", "drnn_2src", 5, -0.125), ("synth", "gab_2src", 2, 0.25), ("synth", "gab_2src", 10, 2.0)]
+    first.write_text(json.dumps({"rows": [row("gab_2src", False, 2, 5.0, 4.0, 6.0)]}))
+    main(["--out", str(tmp_path / "plain"), f"synth={first}"])
+    assert "Dynamic mixing" not in (tmp_path / "plain.md").read_text()
+
+
 def test_family_names():
     assert [family(t) for t in ("lstm_2src_sisdr", "conv_tasnet_3src", "stt_5src_minloss", "upit_lstm_2spk")] == \
         ["lstm", "conv_tasnet", "stt", "upit_lstm"]

@@ -7,7 +7,8 @@ Merges the `budget.json` files that `local.benchmarks.budget` wrote (one per dat
 families were run in separate invocations) into one table, written as Markdown (`<out>.md`), JSON (`<out>.json`)
 and a figure with one panel per dataset (`<out>.png`). A cell holds the mean SI-SDRi over all test mixtures with
 its 95 % bootstrap interval, then the mean over mixtures whose sources overlap and the median; a budget a family
-was not run for stays empty ("-") rather than being filled in. Nothing is measured here: every figure comes from
+was not run for stays empty ("-") rather than being filled in. Where a run had both dynamic-mixing settings, a
+second table gives the gain of dynamic mixing, paired on the same test mixtures, as that run computed it. Nothing is measured here: every figure comes from
 the budget runs, which state their own command and machine.
 """
 import argparse
@@ -27,8 +28,9 @@ def family(tag):
 
 
 def load(sources):
-    """One row per (dataset, tag, dynamic mixing, minutes) from `dataset=path` pairs; a later file wins a clash."""
-    rows = {}
+    """One row per (dataset, tag, dynamic mixing, minutes) from `dataset=path` pairs, and one per (dataset, tag,
+    minutes) of paired dynamic-mixing gains; a later file wins a clash."""
+    rows, gains = {}, {}
     for source in sources:
         name, sep, path = source.partition("=")
         if not sep or not name or not path:
@@ -41,9 +43,12 @@ def load(sources):
         for r in data.get("rows", []):
             key = (name, r["tag"], bool(r["dynamic_mixing"]), float(r["minutes"]))
             rows[key] = {"dataset": name, "family": family(r["tag"]), **r, "source": str(path)}
+        for g in data.get("dynamic_mixing_gain", []):
+            gains[(name, g["tag"], float(g["minutes"]))] = {"dataset": name, "family": family(g["tag"]), **g,
+                                                            "source": str(path)}
     if not rows:
         sys.exit("budget_matrix: the files hold no rows")
-    return pd.DataFrame(list(rows.values()))
+    return pd.DataFrame(list(rows.values())), list(gains.values())
 
 
 def _number(value):
@@ -70,6 +75,24 @@ def markdown(table):
     return "\n".join(lines) + "\n"
 
 
+def gain_markdown(gains):
+    """Dynamic minus fixed views, one row per dataset and family, one column per budget: 'all [95 %] /
+    overlapping [95 %]' in dB SI-SDRi."""
+    if not gains:
+        return ""
+    minutes = sorted({float(g["minutes"]) for g in gains})
+    head = ["dataset", "family (tag)"] + [f"{m:g} min" for m in minutes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for dataset, tag in sorted({(g["dataset"], g["tag"]) for g in gains}):
+        by_minutes = {float(g["minutes"]): g for g in gains if (g["dataset"], g["tag"]) == (dataset, tag)}
+        cells = ["-" if m not in by_minutes else " / ".join(
+            f"{by_minutes[m][part]['mean']:+.2f} [{by_minutes[m][part]['ci95'][0]:+.2f}, "
+            f"{by_minutes[m][part]['ci95'][1]:+.2f}]" for part in ("all", "overlapping")) for m in minutes]
+        lines.append(f"| {dataset} | {family(tag)} ({tag}) | " + " | ".join(cells) + " |")
+    return ("\nDynamic mixing - fixed views, paired on the same test mixtures (dB SI-SDRi): all [95 %] / "
+            "overlapping [95 %]\n\n" + "\n".join(lines) + "\n")
+
+
 def figure(table, path):
     import matplotlib
 
@@ -83,7 +106,7 @@ def figure(table, path):
         part = table[table["dataset"] == dataset]
         for (tag, dynamic), line in part.groupby(["tag", "dynamic_mixing"], sort=True):
             line = line.sort_values("minutes")
-            y = line["si_sdri_overlapping"].fillna(line["si_sdri"])  # older files: the mean over all
+            y = line.get("si_sdri_overlapping", line["si_sdri"]).fillna(line["si_sdri"])  # older files: all
             ax.plot(line["minutes"], y, "--" if dynamic else "-", marker="o", color=colour[family(tag)],
                     label=f"{family(tag)}{' + DM' if dynamic else ''}")
         budget_axes(ax, f"{dataset}: overlapping test mixtures")
@@ -95,11 +118,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="path prefix of the .md, .json and .png written")
     parser.add_argument("sources", nargs="+", help="DATASET=path/to/budget.json, one or more per dataset")
     args = parser.parse_args(argv)
-    table = load(args.sources)
+    table, gains = load(args.sources)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = markdown(table)
-    io_utils.write_json({"rows": json.loads(table.to_json(orient="records"))}, out.with_suffix(".json"))
+    text = markdown(table) + gain_markdown(gains)
+    io_utils.write_json({"rows": json.loads(table.to_json(orient="records")), "dynamic_mixing_gain": gains},
+                        out.with_suffix(".json"))
     io_utils.write_text(out.with_suffix(".md"), text)
     figure(table, out.with_suffix(".png"))
     print(text + f"wrote {out.with_suffix('.md')}, {out.with_suffix('.json')}, {out.with_suffix('.png')}")
