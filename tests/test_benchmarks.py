@@ -49,7 +49,8 @@ def test_dynamic_mixing_gains_land_in_their_cells(tmp_path):
     without any gain has no gain table."""
     first = tmp_path / "first.json"
     first.write_text(json.dumps({"rows": [row("gab_2src", False, 2, 5.0, 4.0, 6.0, 5.0, 4.5)], "dynamic_mixing_gain": [
-        gain("gab_2src", 2, 0.25, -0.5, 1.0, 0.5, -0.25, 1.25), gain("gab_2src", 10, -1.5, -2.0, -1.0, -1.75, -2.5, -1.0)]}))
+        gain("gab_2src", 2, 0.25, -0.5, 1.0, 0.5, -0.25, 1.25),
+        gain("gab_2src", 10, -1.5, -2.0, -1.0, -1.75, -2.5, -1.0)]}))
     later = tmp_path / "later.json"
     later.write_text(json.dumps({"rows": [row("vtf_2src", True, 5, 3.0, 2.0, 4.0)], "dynamic_mixing_gain": [
         gain("gab_2src", 10, 2.0, 1.5, 2.5, 3.0, 2.25, 3.75)]}))

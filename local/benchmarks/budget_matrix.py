@@ -8,8 +8,8 @@ families were run in separate invocations) into one table, written as Markdown (
 and a figure with one panel per dataset (`<out>.png`). A cell holds the mean SI-SDRi over all test mixtures with
 its 95 % bootstrap interval, then the mean over mixtures whose sources overlap and the median; a budget a family
 was not run for stays empty ("-") rather than being filled in. Where a run had both dynamic-mixing settings, a
-second table gives the gain of dynamic mixing, paired on the same test mixtures, as that run computed it. Nothing is measured here: every figure comes from
-the budget runs, which state their own command and machine.
+second table gives the gain of dynamic mixing, paired on the same test mixtures, as that run computed it. Nothing
+is measured here: every figure comes from the budget runs, which state their own command and machine.
 """
 import argparse
 import json
