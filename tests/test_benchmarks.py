@@ -79,8 +79,17 @@ def test_family_names():
 
 
 @pytest.mark.parametrize("source, message", [("synth", "is not DATASET=PATH/budget.json"),
-                                             ("synth=/nonexistent/budget.json", "cannot read /nonexistent/budget.json")])
+                                             ("synth=/nonexistent/budget.json", "cannot read /nonexistent/budget.json"),
+                                             ("synth=BAD_ROW", "a row lacks 'minutes'"),
+                                             ("synth=BAD_GAIN", "a dynamic_mixing_gain entry lacks 'all'")])
 def test_bad_sources_are_one_line(tmp_path, capsys, source, message):
+    good = {"tag": "t_2src", "dynamic_mixing": False, "minutes": 2, "si_sdri": 1.0, "si_sdri_ci95": [0.0, 2.0]}
+    files = {"BAD_ROW": {"rows": [{k: v for k, v in good.items() if k != "minutes"}]},
+             "BAD_GAIN": {"rows": [good], "dynamic_mixing_gain": [{"tag": "t_2src", "minutes": 2}]}}
+    if source.partition("=")[2] in files:
+        inputs = tmp_path.parent / f"{tmp_path.name}_in.json"  # outside tmp_path, which must stay empty
+        inputs.write_text(json.dumps(files[source.partition("=")[2]]))
+        source = f"synth={inputs}"
     with pytest.raises(SystemExit, match=message):
         main(["--out", str(tmp_path / "m"), source])
     assert not list(tmp_path.iterdir())

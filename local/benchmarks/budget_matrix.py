@@ -27,6 +27,13 @@ def family(tag):
     return tag.split("_2src")[0].split("_3src")[0].split("_5src")[0].split("_2spk")[0]
 
 
+def _require(entry, keys, path, what):
+    """One line naming the file and the missing key, instead of a KeyError deep in the table code."""
+    missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+    if missing:
+        sys.exit(f"budget_matrix: {path}: a {what} lacks '{missing[0]}'; write the file with local.benchmarks.budget")
+
+
 def load(sources):
     """One row per (dataset, tag, dynamic mixing, minutes) from `dataset=path` pairs, and one per (dataset, tag,
     minutes) of paired dynamic-mixing gains; a later file wins a clash."""
@@ -41,9 +48,11 @@ def load(sources):
         except (OSError, json.JSONDecodeError) as err:
             sys.exit(f"budget_matrix: cannot read {path} ({err}); run local.benchmarks.budget first")
         for r in data.get("rows", []):
+            _require(r, ("tag", "dynamic_mixing", "minutes", "si_sdri"), path, "row")
             key = (name, r["tag"], bool(r["dynamic_mixing"]), float(r["minutes"]))
             rows[key] = {"dataset": name, "family": family(r["tag"]), **r, "source": str(path)}
         for g in data.get("dynamic_mixing_gain", []):
+            _require(g, ("tag", "minutes", "all", "overlapping"), path, "dynamic_mixing_gain entry")
             gains[(name, g["tag"], float(g["minutes"]))] = {"dataset": name, "family": family(g["tag"]), **g,
                                                             "source": str(path)}
     if not rows:
