@@ -105,9 +105,9 @@ def test_dynamic_mixing_gain_is_paired_on_the_same_mixtures(tmp_path):
 
     ids = [f"test_{i:06d}" for i in range(6)]
     fixed = pd.DataFrame({"mixture_id": ids, "si_sdri": [1.0, 2.0, 3.0, 80.0, 5.0, 6.0],
-                          "max_overlap": [2, 2, 2, 1, 2, 2]})
+                          "overlap_seconds": [0.5, 0.3, 1.0, 0.0, 2.0, 0.1]})
     dynamic = pd.DataFrame({"mixture_id": ids[::-1], "si_sdri": [7.0, 5.5, 90.0, 3.5, 2.0, 1.5],
-                            "max_overlap": [2, 2, 1, 2, 2, 2]})
+                            "overlap_seconds": [1.0, 1.0, 0.0, 0.4, 0.2, 0.2]})
     for d, frame in ((0, fixed), (1, dynamic)):
         (tmp_path / f"at_5min_dm{d}" / "t" / "eval").mkdir(parents=True)
         frame.to_csv(tmp_path / f"at_5min_dm{d}" / "t" / "eval" / "metrics.csv", index=False)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from local.evaluation import evaluate as evaluation
-from local.evaluation.breakdowns import max_overlap, per_category
+from local.evaluation.breakdowns import overlap_seconds, per_category, per_overlap
 from local.data.dataset import ViewDataset
 from local.evaluation.oracle import OracleMasks
 from local.data.sources import load_sources
@@ -63,14 +63,18 @@ def test_oracle_masks_beat_the_input_by_a_wide_margin(tiny_data):
         assert si_sdr(estimate.double().numpy(), sources[0].double().numpy()) > 40
 
 
-def test_max_overlap_counts_sources_sounding_at_once():
-    sources = np.zeros((3, 100))
-    sources[0, 0:50] = 1
-    sources[1, 40:60] = 1
-    sources[2, 70:90] = 1
-    assert max_overlap(sources) == 2
-    sources[2, 45] = 1  # the third source now spans 45..89, overlapping both others at 45..49
-    assert max_overlap(sources) == 3
+def test_overlap_seconds_is_how_long_every_source_sounds_at_once():
+    sr = 1000  # 10 ms frames of 10 samples
+    sources = np.zeros((3, 1000))
+    sources[0, 0:500] = 1.0
+    sources[1, 400:600] = 0.5
+    sources[2, 450:900] = 0.01 * (1 + np.arange(450) % 2)  # quiet but active: within 40 dB of its own peak
+    assert overlap_seconds(sources, sr) == pytest.approx(0.05)  # 450..499
+    sources[2, 450:900] = 0.0
+    assert overlap_seconds(sources, sr) == 0.0
+    table = per_overlap(pd.DataFrame({"overlap_seconds": [0.0, 0.05, 0.3, 0.31], "si_sdri": [80.0, 5.0, 3.0, 1.0]}))
+    assert table["overlap"].tolist() == ["none", "< 0.1 s", "0.25-0.5 s"]
+    assert table["n_mixtures"].tolist() == [1, 1, 2] and table["si_sdri"].tolist() == [80.0, 5.0, 2.0]
 
 
 def test_per_category_table_averages_its_rows():

@@ -31,7 +31,7 @@ def random_case(rng, n_src, length=4000, leak=0.5):
 def job(mixture, sources, estimates, oracles, metrics=("si_sdr", "sdr", "sir", "sar"), fixed_order=None, perm=None):
     n = len(sources)
     meta = {"mixture_id": "m", "labels": [f"c{i}" for i in range(n)], "permutation": perm or list(range(n)),
-            "max_overlap": n}
+            "overlap_seconds": 1.0}
     return {"index": 0, "meta": meta, "mixture": mixture, "sources": sources, "estimates": estimates,
             "oracles": oracles, "sample_rate": 8000, "metrics": list(metrics), "backend": "fast_bss_eval",
             "fixed_order": fixed_order}

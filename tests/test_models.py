@@ -10,7 +10,8 @@ CATEGORY_MODELS = ["lstm", "vtf", "stt", "gab", "drnn", "srnn", "sudormrf", "con
 SMALL = {
     "lstm": ["model.hidden_size=32", "model.n_layers=2"],
     "vtf": ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "model.n_layers=2"],
-    "stt": ["model.d_model=16", "model.n_heads=2", "model.d_ff=32", "model.n_blocks=1", "model.channels=4"],
+    "stt": ["model.d_model=16", "model.n_heads=2", "model.d_ff=32", "model.n_layers=1", "model.seq_len=32",
+            "model.c_out=8", "model.d_out=8", "model.ks2=4", "model.generator_size=16"],
     "gab": ["model.channels=4", "model.dilations=[[1, 1], [2, 2]]", "model.lstm_hidden=16", "model.fc_dim=32"],
     "drnn": ["model.hidden_size=32"],
     "srnn": ["model.hidden_size=32"],
@@ -126,21 +127,62 @@ def test_a_file_that_is_not_a_model_package(tmp_path):
         load_model(tmp_path / "dict.pth")
 
 
-def test_stt_attends_across_time_and_across_frequency():
-    """Each mask bin depends on far frames (temporal attention) and on far bands (spectral attention), beyond
-    the 3x3 convolutions' reach: a change in the last frame or the top band moves the first frame's lowest
-    band's mask. In eval mode (no dropout) an unchanged input gives the same masks."""
+def test_stt_layer_is_the_sum_of_a_temporal_and_a_spectral_branch_written_out():
+    """One spectro-temporal layer against its equation written out here (the authors' DoubleEncoder step):
+    y = B_t(x) + B_s(x^T)^T, each branch x1 = x + conv(LN(x)), x2 = x1 + MHA(LN(x1)), y = x2 + FF(LN(x2)) with
+    MHA = softmax(Q K^T / sqrt(d_k)) V per head. The temporal branch's tokens are the T frames (weights T x T),
+    the spectral branch's the d_model channels (weights d_model x d_model), whatever the frame order."""
+    import math
+
     model = small_model("stt", 2).eval()
-    net = model.masker
-    tf = torch.randn(1, 2 * 129, 40)
-    base = net(tf)
-    assert torch.equal(base, net(tf.clone()))
-    late = tf.clone()
-    late[..., -1] += 5.0  # the last frame only
-    high = tf.clone()
-    high[:, 120:129, :] += 5.0  # the top bins (real part) only
-    assert (net(late)[0, :, 0:4, 0] - base[0, :, 0:4, 0]).abs().max() > 1e-4
-    assert (net(high)[0, :, 0:4, 0] - base[0, :, 0:4, 0]).abs().max() > 1e-4
+    layer = model.masker.network.layers[0]
+    seq_len, d_model = 32, 16
+    x = torch.randn(3, seq_len, d_model)
+
+    def attention(block, h):
+        qkv = block.qkv(h)
+        size = h.shape[-1]
+        q, k, v = qkv[..., :size], qkv[..., size : 2 * size], qkv[..., 2 * size :]
+        heads, d_k = block.n_heads, size // block.n_heads
+        outs = []
+        for i in range(heads):
+            qi, ki, vi = (t[..., i * d_k : (i + 1) * d_k] for t in (q, k, v))
+            outs.append(torch.softmax(qi @ ki.transpose(1, 2) / math.sqrt(d_k), dim=-1) @ vi)
+        return block.out(torch.cat(outs, dim=-1))
+
+    def branch(b, h):
+        h = h + b.conv(b.norms[0](h))
+        h = h + attention(b.attention, b.norms[1](h))
+        return h + b.feed_forward(b.norms[2](h))
+
+    with torch.no_grad():
+        expected = branch(layer.temporal, x) + branch(layer.spectral, x.transpose(1, 2)).transpose(1, 2)
+        torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+        assert layer.temporal.attention.weights(layer.temporal.norms[1](x)).shape == (3, 2, seq_len, seq_len)
+        shuffled = x[:, torch.randperm(seq_len)].transpose(1, 2)
+        assert layer.spectral.attention.weights(layer.spectral.norms[1](shuffled)).shape == (3, 2, d_model, d_model)
+    # the input is the complex STFT (real and imaginary parts of every bin), the output one complex mask per source
+    assert model.masker.network.embed.in_features == 2 * 129 and model.mask_type == "complex"
+    assert model.masker.network.generator_out.out_features == 2 * 2 * 129 and model.masker.network.blstm.bidirectional
+
+
+def test_stt_chunks_any_length_and_overlap_adds_to_the_unchunked_output():
+    """A frame-wise network chunked into seq_len frames with half-chunk overlap and overlap-added gives what it gives
+    on the whole input, on a length that is not a multiple of the chunk; the model keeps any input length."""
+    from local.models.stt import chunk_starts, overlap_add
+
+    frames, seq_len = 77, 32
+    assert chunk_starts(frames, seq_len) == [0, 16, 32, 45]
+    tf = torch.randn(2, 10, frames)
+
+    def framewise(chunk):  # [B, 2F, seq_len] -> [B, 2, 2F, seq_len]: only each frame's own values
+        return torch.stack([chunk * 2.0, chunk.tanh()], dim=1)
+
+    torch.testing.assert_close(overlap_add(framewise, tf, seq_len), framewise(tf), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(overlap_add(framewise, tf[..., :20], seq_len), framewise(tf[..., :20]))
+    model = small_model("stt", 2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 64 * 77 + 5)).shape == (1, 2, 64 * 77 + 5)
 
 
 @pytest.mark.parametrize("n_src", [2, 3, 5])

@@ -227,3 +227,33 @@ def test_snapshots_are_taken_at_their_training_minutes_and_kept_across_a_resume(
         first.fill_(9.0)
     resumed.on_train_batch_end(trainer, module, None, None, 0)
     assert float(next(load_model(tmp_path / "snapshots" / "minutes_2.pth").parameters()).detach().flatten()[0]) == 2.0
+
+
+def test_a_damaged_last_checkpoint_is_named_and_training_continues_from_the_newest_intact_one(work):
+    """A truncated last.ckpt (a partial copy, a full disk): one line names it, training continues from the newest
+    checkpoint that loads and says so; with no intact checkpoint left, one line says what to do, no traceback."""
+    import shutil
+
+    from local.benchmarks.resume import stage2
+
+    exp = work / "exp_damaged"
+    run_stage2(work, "tiny", exp, overrides=["training.epochs=1"], log=work / "damaged0.log")
+    (exp / "tiny" / "best_model.pth").unlink()  # as if the run had been stopped before it wrote its package
+    last = exp / "tiny" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    _, text = run_stage2(work, "tiny", exp, overrides=["training.epochs=1"], log=work / "damaged1.log")
+    assert f"stage 2: {last} does not load" in text
+    assert "continuing from epoch000-val_loss" in text and "damaged file is kept as last.ckpt.damaged" in text
+    assert (exp / "tiny" / "best_model.pth").is_file() and last.with_name("last.ckpt.damaged").is_file()
+    assert "Traceback" not in text
+
+    (exp / "tiny" / "best_model.pth").unlink()
+    for path in last.parent.glob("*.ckpt"):
+        path.write_bytes(b"PK\x03\x04 truncated")
+    log = work / "damaged2.log"
+    with open(log, "w") as out:
+        proc = stage2(work, "tiny", exp, ["training.epochs=1"], 2, 2, stdout=out, stderr=out)
+        assert proc.wait() != 0
+    text = log.read_text()
+    assert "no other checkpoint" in text and "Traceback" not in text
+    shutil.rmtree(exp)

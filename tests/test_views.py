@@ -72,24 +72,35 @@ def test_same_seed_gives_the_same_csv(tiny_data):
     data_dir, cfg = tiny_data
     sources, root = load_sources(data_dir)
     cands = split_candidates(sources, cfg["data"])["train"]
-    a = make_split_views(cands, root, 3, 4000, 8000, 10, (-30, -20), np.random.default_rng([1, 2]), "train")
-    b = make_split_views(cands, root, 3, 4000, 8000, 10, (-30, -20), np.random.default_rng([1, 2]), "train")
-    c = make_split_views(cands, root, 3, 4000, 8000, 10, (-30, -20), np.random.default_rng([1, 3]), "train")
+    a = make_split_views(cands, root, 3, 4000, 8000, 10, (-30, -20), np.random.default_rng([1, 2]), "train")[0]
+    b = make_split_views(cands, root, 3, 4000, 8000, 10, (-30, -20), np.random.default_rng([1, 2]), "train")[0]
+    c = make_split_views(cands, root, 3, 4000, 8000, 10, (-30, -20), np.random.default_rng([1, 3]), "train")[0]
     pd.testing.assert_frame_equal(a, b)
     assert not a.equals(c)
     assert (a[["label_0", "label_1", "label_2"]].nunique(axis=1) == 3).all()
 
 
-def test_gains_set_the_requested_segment_levels(tiny_data):
-    """gain_db + the segment's own RMS level must land inside level_db_range."""
+def test_gains_set_the_requested_levels_in_the_loaders_output(tiny_data):
+    """Each source as the loader returns it has its active level (RMS over the 10 ms frames within 40 dB of
+    its loudest, written out here) inside level_db_range, and the sources of every view sound together for
+    data.min_overlap."""
+    from local.data.dataset import ViewDataset
+
     data_dir, cfg = tiny_data
     _, root = load_sources(data_dir)
     lo, hi = cfg["data"]["level_db_range"]
-    df = _views(data_dir)["train"]
-    for _, row in df.head(6).iterrows():
-        audio, _ = sf.read(str(root / row["path_0"]), start=row["start_0"], stop=row["end_0"])
-        level = 20 * np.log10(np.sqrt(np.mean(audio**2))) + row["gain_db_0"]
-        assert lo - 0.01 <= level <= hi + 0.01
+    dataset = ViewDataset(views_dir(data_dir, 2) / "train.csv", root)
+    hop = 80  # 10 ms at 8 kHz
+    for index in range(8):
+        _, sources = dataset[index]
+        active = []
+        for source in sources.double().numpy():
+            frames = np.array([np.mean(source[k : k + hop] ** 2) for k in range(0, len(source), hop)])
+            keep = (frames >= frames.max() / 1e4) & (frames > 1e-9)
+            samples = np.concatenate([source[k * hop : (k + 1) * hop] for k in np.flatnonzero(keep)])
+            assert lo - 0.05 <= 10 * np.log10(np.mean(samples**2)) <= hi + 0.05
+            active.append(np.repeat(keep, hop)[: len(source)])
+        assert np.logical_and.reduce(active).sum() / 8000 >= cfg["data"]["min_overlap"] - 1e-9
 
 
 def test_too_many_sources_for_the_categories(tiny_data):

@@ -86,8 +86,7 @@ def cell(recipe, tag, dynamic, minutes, work, extra):
         per_mixture = pd.read_csv(at / tag / "eval" / "metrics.csv")
         # mixtures where the sources never sound together (short hits at random onsets) are separated by gating
         # alone and can score 80 dB or more: they dominate a mean; the mean over overlapping mixtures does not
-        overlapping = per_mixture[per_mixture["max_overlap"] >= 2]["si_sdri"] if "max_overlap" in per_mixture else \
-            per_mixture["si_sdri"]
+        overlapping = overlapping_rows(per_mixture)["si_sdri"]
         rows.append({"tag": tag, "dynamic_mixing": dynamic, "minutes": m, "si_sdri": summary.get("si_sdri"),
                      "si_sdri_ci95": summary.get("si_sdri_ci95"), "sdri": summary.get("sdri"),
                      "bound": summary.get("bound"), "bound_si_sdri": summary.get("bound_si_sdri"),
@@ -100,13 +99,23 @@ def cell(recipe, tag, dynamic, minutes, work, extra):
     return rows
 
 
+def overlapping_rows(per_mixture, suffix=""):
+    """The rows of a metrics.csv whose sources sound together: overlap_seconds > 0 (stage 3 since the overlap
+    measure), or max_overlap >= 2 in evaluations made before it; every row where neither column exists."""
+    if f"overlap_seconds{suffix}" in per_mixture:
+        return per_mixture[per_mixture[f"overlap_seconds{suffix}"] > 0]
+    if f"max_overlap{suffix}" in per_mixture:
+        return per_mixture[per_mixture[f"max_overlap{suffix}"] >= 2]
+    return per_mixture
+
+
 def dynamic_mixing_gain(work, tag, minutes):
     """Dynamic minus fixed views after the same training minutes, paired on the same test mixtures (the views
     of val and test stay fixed under dynamic mixing): {all, overlapping}, each {mean, ci95, n} in dB SI-SDRi."""
     fixed, dynamic = (pd.read_csv(Path(work) / f"at_{minutes:g}min_dm{d}" / tag / "eval" / "metrics.csv")
                       for d in (0, 1))
     both = fixed.merge(dynamic, on="mixture_id", suffixes=("_fixed", "_dynamic"))
-    overlapping = both[both["max_overlap_fixed"] >= 2] if "max_overlap_fixed" in both else both
+    overlapping = overlapping_rows(both, "_fixed")
     return {"tag": tag, "minutes": minutes,
             **{name: paired_difference(part["si_sdri_fixed"], part["si_sdri_dynamic"])
                for name, part in (("all", both), ("overlapping", overlapping))}}

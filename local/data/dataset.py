@@ -1,18 +1,17 @@
 """`ViewDataset`: builds each mixture on the fly from one view CSV row.
 
-Only the needed segment of each source file is read (soundfile partial reads); a file at another
-sample rate than the view is resampled with torchaudio. Each segment is scaled by its gain and placed
+Only the needed segment of each source file is read (soundfile partial reads, local/data/audio.py); a file
+at another sample rate than the view is resampled with torchaudio. Each segment is scaled by its gain and placed
 at its offset, and the mixture is the exact sum of the returned sources. STFTs happen in the model.
 """
 from pathlib import Path
 
 import pandas as pd
-import soundfile as sf
 import torch
-import torchaudio
 from torch.utils.data import Dataset
 
 from local.common.errors import RecipeError
+from local.data.audio import read_segment
 from local.data.view_csv import check_views, n_sources_of
 
 
@@ -48,27 +47,8 @@ class ViewDataset(Dataset):
 
     def _read_segment(self, row_index, path, start, end):
         """Samples [start, end) of a file (mono, at the view's rate), or an error naming the row and file."""
-        where = f"{self.csv_path} row {row_index + 2}"  # +2: header line, 1-based
-        try:
-            with sf.SoundFile(str(path)) as f:
-                file_sr, frames = f.samplerate, f.frames
-                if not 0 <= start < end <= frames:
-                    raise RecipeError(
-                        f"{where}: segment [{start}, {end}) lies outside {path} ({frames} samples). "
-                        f"The file changed since stage 1: re-run stage 1 (delete the view folder)."
-                    )
-                f.seek(start)
-                audio = f.read(end - start, dtype="float32", always_2d=True)
-        except RecipeError:
-            raise
-        except Exception as err:
-            raise RecipeError(f"{where}: cannot read {path}: {err}") from None
-        audio = torch.from_numpy(audio.mean(axis=1))
-        if file_sr != self.sample_rate:
-            if not self.resample:
-                raise RecipeError(f"{where}: {path} is at {file_sr} Hz, the views at {self.sample_rate} Hz")
-            audio = torchaudio.functional.resample(audio, file_sr, self.sample_rate)
-        return audio
+        return read_segment(path, start, end, self.sample_rate, self.resample,
+                            where=f"{self.csv_path} row {row_index + 2}")  # +2: header line, 1-based
 
     def __getitem__(self, index):
         row = self.df.iloc[index]

@@ -7,18 +7,17 @@ is a row drawn on the fly.
 
 Reproducible and exactly resumable: the batch sampler hands out `epoch * n + i` (`EpochBatchSampler` with
 `epoch_in_index`), and item i of epoch e is drawn from its own random stream seeded by (view_seed, n_src, e,
-i), so any worker, any process count and a resumed run build the same mixture for the same step. Epoch 0 is
+i) with its own domain tag (local/common/seeding.py), so any worker, any process count and a resumed run build the same mixture for the same step. Epoch 0 is
 the stage-1 view CSV itself, so the first epoch equals that of a run without dynamic mixing. Validation and
 test views stay fixed.
 """
 from pathlib import Path
 
-import numpy as np
-
 from local.common.errors import RecipeError
 from local.data.dataset import ViewDataset
 from local.data.sources import load_sources
 from local.data.views import check_enough_labels, draw_view, split_candidates
+from local.common import seeding
 
 
 class DynamicMixingDataset(ViewDataset):
@@ -33,14 +32,15 @@ class DynamicMixingDataset(ViewDataset):
         self.level_db_range = [float(v) for v in data_cfg["level_db_range"]]
         self.seed = int(data_cfg["view_seed"])
         self.policy = data_cfg.get("mixing_policy", "t0")
+        self.min_overlap = float(data_cfg["min_overlap"])
 
     def view(self, epoch, index):
         """The view row of item `index` in `epoch` (epoch 0: the stage-1 CSV's row)."""
         if epoch == 0:
             return self.df.iloc[index].to_dict()
-        rng = np.random.default_rng([self.seed, self.n_src, epoch, index])
+        rng = seeding.stream("dynamic_mixing", self.seed, self.n_src, epoch, index)
         return draw_view(self.candidates, self.labels, self.root, self.n_src, self.length, self.sample_rate,
-                         self.level_db_range, rng, f"train_e{epoch}_{index:06d}", self.policy)
+                         self.level_db_range, rng, f"train_e{epoch}_{index:06d}", self.policy, self.min_overlap)[0]
 
     def __getitem__(self, code):
         epoch, index = divmod(int(code), len(self))

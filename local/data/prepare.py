@@ -40,6 +40,7 @@ from local.data.scp import SCP_FORMATS, scp_sources
 from local.data.sources import MIN_FILES_PER_CATEGORY, SOURCES_COLUMNS, SPLITS, audio_info
 from local.data.synth_sounds import CATEGORIES, render
 from local.data.synth_speech import speaker_params, utterance
+from local.common import seeding
 
 # File suffixes read as audio: every container this libsndfile reads (MP3 from libsndfile 1.1 on).
 _SUFFIXES_BY_FORMAT = {"WAV": [".wav"], "WAVEX": [".wav"], "FLAC": [".flac"], "OGG": [".ogg", ".oga", ".opus"],
@@ -69,7 +70,7 @@ def synth_sources(out_dir, data_cfg):
     total = len(CATEGORIES) * syn["clips_per_category"]
     for cat_index, label in enumerate(CATEGORIES):
         for clip in range(syn["clips_per_category"]):
-            rng = np.random.default_rng([syn["seed"], cat_index, clip])
+            rng = seeding.stream("synth_sounds", syn["seed"], cat_index, clip)
             seconds = rng.uniform(syn["min_seconds"], syn["max_seconds"])
             audio = render(label, rng, sr, seconds)
             rel = f"wav/{label}/{label}_{clip:03d}.wav"
@@ -86,10 +87,10 @@ def synth_speaker_sources(out_dir, data_cfg):
     rows, speaker = [], 0
     for split in SPLITS:
         for _ in range(int(cfg["speakers"][split])):
-            params = speaker_params(np.random.default_rng([cfg["seed"], speaker]))
+            params = speaker_params(seeding.stream("synth_speaker", cfg["seed"], speaker))
             label = f"spk{speaker:03d}"
             for utt in range(int(cfg["utterances_per_speaker"])):
-                rng = np.random.default_rng([cfg["seed"], speaker, utt + 1])
+                rng = seeding.stream("synth_utterance", cfg["seed"], speaker, utt)
                 audio = utterance(rng, params, sr, rng.uniform(cfg["min_seconds"], cfg["max_seconds"]))
                 rel = f"wav/{label}/{label}_{utt:03d}.wav"
                 io_utils.write_wav(out_dir / rel, audio, sr, subtype="PCM_16")

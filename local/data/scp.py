@@ -20,6 +20,7 @@ from local.common import io_utils
 from local.common.errors import RecipeError
 from local.data.sources import audio_info, load_sources
 from local.data.view_csv import view_columns
+from local.common import seeding
 
 # dataset format -> {our split: the dataset's folder name}, the mixture folder, and where the split
 # folders may sit below --data_dir (tried in order).
@@ -117,7 +118,7 @@ def scp_views(data_dir, data_cfg, settings):
             raise RecipeError(f"{data_dir} has {len(sources)} sources per mixture, the config asks data.n_src = "
                               f"{settings['n_src']}")
         scps = [read_scp(data_dir / f"{split}_{s}.scp") for s in sources]
-        rng = np.random.default_rng([settings["view_seed"], split_index])
+        rng = seeding.stream("scp_windows", settings["view_seed"], split_index)
         rows, dropped = [], 0
         for key in sorted(scps[0]):
             paths = [str(Path(scp[key]).relative_to(meta_root)) for scp in scps]  # scp paths are absolute

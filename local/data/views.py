@@ -8,26 +8,34 @@ file, in the file's own samples, so the loader reads exactly that with a partial
 Guarantees (checked by tests): the labels of a mixture are distinct; every split uses the same label
 set; each split draws files from its own part of every category (the dataset's own split, or
 `file_selection_range`), so no file is shared across splits; segments lie inside their files;
-the same sources.csv and seed give the same CSV. Gains set each source's RMS level to a value drawn
-from `level_db_range` (dBFS), measured on the chosen segment; near-silent segments are redrawn so
-that every reference is a real sound.
+the same sources.csv and seed give the same CSV. Gains set each source's active level to a value drawn
+from `level_db_range` (dBFS), measured on the segment as the loader returns it (at the mixture's rate, over
+the frames where it sounds: local/data/activity.py); near-silent segments are redrawn so that every
+reference is a real sound; with `min_overlap` > 0 every mixture's sources sound together for at least that
+long, or for as long as the shortest of them sounds (placements redrawn until they do). views.yml records the share of mixtures at each overlap.
 """
 import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import yaml
 
 from local.common import io_utils
 from local.common.errors import RecipeError
+from local.data import activity
+from local.data.audio import read_segment
 from local.data.scp import SCP_FORMATS, scp_views
 from local.data.sources import SPLITS, dataset_format, load_sources
 from local.data.view_csv import view_columns, views_dir
+from local.common import seeding
 
-SILENCE_DB = -50.0  # a segment quieter than this (RMS, dBFS) is redrawn
+SILENCE_DB = -50.0  # a segment quieter than this (RMS over the segment, dBFS, at the mixture rate) is redrawn
 MAX_REDRAWS = 20
+# how gains are set; views.yml records it, so views measured otherwise (RMS over the whole segment at the file's
+# rate, before 2026-12) are refused rather than silently mixed with these
+LEVEL_MEASURE = "active level at the mixture rate"
+STATS_KEY = "overlap_shares"  # views.yml: the measured overlap of the views, not a setting
 
 
 def fixes_splits(sources):
@@ -52,6 +60,8 @@ def view_settings(data_cfg, sources_csv, fixed_splits=False):
         # recorded only where they differ from the neutral values that views made before them used
         "n_classes": data_cfg.get("n_classes"),
         "mixing_policy": None if data_cfg.get("mixing_policy", "t0") == "t0" else data_cfg["mixing_policy"],
+        "min_overlap": float(data_cfg["min_overlap"]),
+        "level": LEVEL_MEASURE,
         "sources_sha256": hashlib.sha256(Path(sources_csv).read_bytes()).hexdigest(),
     }
 
@@ -122,14 +132,8 @@ def class_pool(labels, n_classes, seed):
     if n_classes > len(labels):
         raise RecipeError(f"data.n_classes = {n_classes} but the dataset has {len(labels)} categories with files in "
                           f"every split; choose at most {len(labels)}")
-    order = [labels[i] for i in np.random.default_rng([seed, 5030]).permutation(len(labels))]
+    order = [labels[i] for i in seeding.stream("class_pool", seed).permutation(len(labels))]
     return sorted(order[:n_classes])
-
-
-def _segment_level_db(path, start, end):
-    audio, _ = sf.read(str(path), start=start, stop=end, dtype="float32", always_2d=True)
-    rms = float(np.sqrt(np.mean(audio.mean(axis=1) ** 2)) + 1e-12)
-    return 20 * np.log10(rms)
 
 
 def check_enough_labels(candidates, n_src):
@@ -158,45 +162,89 @@ def placement(n_file_at_mix_rate, length, sample_rate, policy, rng):
     raise RecipeError(f"data.mixing_policy must be t0, t1 or t2, got {policy!r}")
 
 
-def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, mixture_id, policy="t0"):
-    """One view row: n_src distinct labels, a file of each, a segment, a placement and a gain, from `rng`."""
-    row = {"mixture_id": mixture_id, "length": length, "sample_rate": sample_rate}
-    chosen = np.sort(rng.choice(len(labels), size=n_src, replace=False))  # sources in category order
-    for i, label_index in enumerate(chosen):
-        label = labels[label_index]
-        for attempt in range(MAX_REDRAWS):
-            src = candidates[label][rng.integers(len(candidates[label]))]
-            file_sr, n_file = int(src["sample_rate"]), int(src["num_samples"])
-            n_at_mix_rate = int(n_file * sample_rate // file_sr)
-            if policy == "t0":  # the draws in the order of the views made before the policies existed
-                seg_len = min(n_at_mix_rate, length)  # in mixture samples
-                seg_native = min(n_file, int(round(seg_len * file_sr / sample_rate)))
-                start = int(rng.integers(0, n_file - seg_native + 1))
-                mix_start = int(rng.integers(0, length - seg_len + 1))
+def _valid_onsets(together, mask, min_samples):
+    """Onsets o at which a source with activity `mask` overlaps `together` (where every source placed so far
+    sounds) for at least `min_samples`: a cross-correlation of the two masks over every onset."""
+    from scipy.signal import fftconvolve
+
+    overlap = fftconvolve(together.astype(float), mask[::-1].astype(float), mode="valid")
+    return np.flatnonzero(overlap >= min_samples - 0.5)
+
+
+def _draw_source(src, length, sample_rate, policy, rng, root, together, min_samples):
+    """(segment start, end, onset, level dB, active mask in the mixture) of one file, or None when this draw
+    is silent, too short to overlap, or finds no placement that overlaps the sources placed so far."""
+    file_sr, n_file = int(src["sample_rate"]), int(src["num_samples"])
+    n_at_mix_rate = int(n_file * sample_rate // file_sr)
+    seg_len, onset = placement(n_at_mix_rate, length, sample_rate, policy, rng)
+    seg_native = max(1, min(n_file, int(round(seg_len * file_sr / sample_rate))))
+    start = int(rng.integers(0, n_file - seg_native + 1))
+    audio = read_segment(Path(root) / src["path"], start, start + seg_native, sample_rate).numpy()
+    if activity.rms_db(audio) <= SILENCE_DB:
+        return None
+    mask = activity.active_mask(audio, sample_rate)[: length]
+    if not mask.any():
+        return None
+    if together is not None and min_samples > 0:
+        # a sound shorter than min_overlap must sound entirely within the others (and they within it)
+        need = min(min_samples, int(mask.sum()), int(together.sum()))
+        if policy == "t0":  # uniform over the onsets that overlap: what rejection of uniform onsets would give
+            onsets = _valid_onsets(together, mask, need)
+            if not len(onsets):
+                return None
+            onset = int(onsets[rng.integers(len(onsets))])
+        elif (together[onset : onset + len(mask)] & mask[: length - onset]).sum() < need:
+            return None
+    placed = np.zeros(length, dtype=bool)
+    placed[onset : onset + len(mask)] = mask[: length - onset]
+    return start, start + seg_native, onset, activity.active_level_db(audio, sample_rate), placed
+
+
+def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, mixture_id, policy="t0",
+              min_overlap=0.0):
+    """One view row: n_src distinct labels, a file of each, a segment, a placement and a gain, from `rng`.
+
+    The gain sets the source's active level (local/data/activity.py), measured on the segment as the loader
+    returns it, to a level drawn from `level_db_range`. With `min_overlap` > 0 s, each source after the first
+    is placed where it sounds together with all those before it for at least that long, or, where it or they
+    sound for less, for all of that shorter time (a 0.2 s hit lies wholly inside the others); a draw that
+    cannot (silent, no such onset) is redrawn, then the whole mixture, and never dropped.
+    Returns (row, overlap in seconds)."""
+    min_samples = int(round(float(min_overlap) * sample_rate))
+    for _ in range(MAX_REDRAWS):
+        row = {"mixture_id": mixture_id, "length": length, "sample_rate": sample_rate}
+        chosen = np.sort(rng.choice(len(labels), size=n_src, replace=False))  # sources in category order
+        together = None
+        for i, label_index in enumerate(chosen):
+            label = labels[label_index]
+            for _ in range(MAX_REDRAWS):
+                src = candidates[label][rng.integers(len(candidates[label]))]
+                drawn = _draw_source(src, length, sample_rate, policy, rng, root, together, min_samples)
+                if drawn is not None:
+                    break
             else:
-                seg_len, mix_start = placement(n_at_mix_rate, length, sample_rate, policy, rng)
-                seg_native = min(n_file, int(round(seg_len * file_sr / sample_rate)))
-                start = int(rng.integers(0, n_file - seg_native + 1))
-            end = start + seg_native
-            level = _segment_level_db(Path(root) / src["path"], start, end)
-            if level > SILENCE_DB:
-                break
+                break  # this category found no placement next to the others: draw the mixture again
+            start, end, onset, level, placed = drawn
+            together = placed if together is None else together & placed
+            target = rng.uniform(*level_db_range)
+            row.update({f"path_{i}": src["path"], f"label_{i}": label, f"start_{i}": start, f"end_{i}": end,
+                        f"mix_start_{i}": onset, f"gain_db_{i}": round(float(target - level), 4)})
         else:
-            raise RecipeError(f"category '{label}': {MAX_REDRAWS} segments in a row were silent (< {SILENCE_DB} dBFS); "
-                              f"check its files (last: {src['path']})")
-        target = rng.uniform(*level_db_range)
-        row.update({f"path_{i}": src["path"], f"label_{i}": label, f"start_{i}": start, f"end_{i}": end,
-                    f"mix_start_{i}": mix_start, f"gain_db_{i}": round(float(target - level), 4)})
-    return row
+            return row, int(together.sum()) / sample_rate
+    raise RecipeError(
+        f"{mixture_id}: {MAX_REDRAWS} draws in a row found no segments that are not silent (> {SILENCE_DB} dBFS at "
+        f"{sample_rate} Hz) and sound together for data.min_overlap = {min_overlap} s (last category '{label}', file "
+        f"{src['path']}); lower data.min_overlap or check that category's files"
+    )
 
 
 def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, level_db_range, rng, split,
-                     policy="t0"):
-    """Draw `n_mixtures` rows (`draw_view`) from one random stream."""
+                     policy="t0", min_overlap=0.0):
+    """Draw `n_mixtures` rows (`draw_view`) from one random stream: (DataFrame, overlap of each view in seconds)."""
     labels = check_enough_labels(candidates, n_src)
-    rows = [draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, f"{split}_{m:06d}",
-                      policy) for m in range(n_mixtures)]
-    return pd.DataFrame(rows, columns=view_columns(n_src))
+    drawn = [draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, f"{split}_{m:06d}",
+                       policy, min_overlap) for m in range(n_mixtures)]
+    return pd.DataFrame([row for row, _ in drawn], columns=view_columns(n_src)), [o for _, o in drawn]
 
 
 def make_views(data_cfg, data_dir, announce_skip=True):
@@ -212,6 +260,7 @@ def make_views(data_cfg, data_dir, announce_skip=True):
     meta_path = out_dir / "views.yml"
     if meta_path.is_file():
         done = yaml.safe_load(meta_path.read_text())
+        done.pop(STATS_KEY, None)
         # a setting introduced after these views were made matches while it keeps its neutral value
         done.update({k: v for k, v in settings.items() if k not in done and v in (None, False)})
         if fixed and done.get("file_selection_range") is not None:
@@ -244,13 +293,16 @@ def make_views(data_cfg, data_dir, announce_skip=True):
     sample_rate = settings["sample_rate"]
     length = int(round(settings["mixture_seconds"] * sample_rate))
     candidates = split_candidates(sources, data_cfg)
+    shares = {}
     for split_index, split in enumerate(SPLITS):
-        rng = np.random.default_rng([settings["view_seed"], split_index, settings["n_src"]])
-        df = make_split_views(candidates[split], root, settings["n_src"], length, sample_rate,
-                              settings["n_mixtures"][split], settings["level_db_range"], rng, split,
-                              data_cfg.get("mixing_policy", "t0"))
+        rng = seeding.stream("views", settings["view_seed"], split_index, settings["n_src"])
+        df, overlaps = make_split_views(candidates[split], root, settings["n_src"], length, sample_rate,
+                                        settings["n_mixtures"][split], settings["level_db_range"], rng, split,
+                                        data_cfg.get("mixing_policy", "t0"), settings["min_overlap"])
         io_utils.write_csv(df, out_dir / f"{split}.csv")
+        shares[split] = activity.overlap_shares(overlaps)
         print(f"stage 1: wrote {out_dir / split}.csv: {len(df)} mixtures of {settings['n_src']} sources "
-              f"from {sum(map(len, candidates[split].values()))} files", flush=True)
-    io_utils.write_yaml(settings, meta_path)
+              f"from {sum(map(len, candidates[split].values()))} files; sources sound together for a median "
+              f"{np.median(overlaps):.2f} s (none in {shares[split]['none']:.0%})", flush=True)
+    io_utils.write_yaml({**settings, STATS_KEY: shares}, meta_path)
     return out_dir

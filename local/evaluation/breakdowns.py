@@ -3,7 +3,7 @@
 Pure pandas over the per-source and per-mixture tables of stage 3, so that every figure of the
 breakdowns can be traced back to (and checked against) the rows it averages.
 """
-import numpy as np
+from local.data import activity
 
 # Columns averaged in the breakdowns, in this order, when the evaluation has them.
 FIGURES = ["input_si_sdr", "si_sdr", "si_sdri", "sdr", "sdri", "sir", "sar", "stoi", "pesq", "fixed_order_si_sdri",
@@ -19,22 +19,27 @@ def per_category(per_source):
     return table.sort_values(order).reset_index()
 
 
-def max_overlap(sources):
-    """The largest number of sources sounding at once in a mixture, from its sources [n_src, T] as the
-    loader placed them (each source spans its first to its last non-zero sample)."""
-    active = np.zeros(sources.shape[-1], dtype=int)
-    for source in sources:
-        nonzero = np.flatnonzero(source)
-        if len(nonzero):
-            active[nonzero[0]: nonzero[-1] + 1] += 1
-    return int(active.max())
+def overlap_seconds(sources, sample_rate):
+    """How long every source of a mixture sounds at once (seconds), from its sources [n_src, T] as the loader
+    placed them, by the activity measure stage 1 places them with (local/data/activity.py)."""
+    return round(activity.overlap_samples(sources, sample_rate) / sample_rate, 4)
+
+
+def overlap_bin(seconds):
+    """The bin of `activity.overlap_shares` that an overlap falls in."""
+    return next(name for name, share in activity.overlap_shares([seconds]).items() if share)
 
 
 def per_overlap(metrics):
-    """One row per value of `max_overlap`, or None when every mixture has the same (nothing to compare)."""
-    if "max_overlap" not in metrics.columns or metrics["max_overlap"].nunique() < 2:
+    """One row per overlap bin (how long the sources sound together), or None when every mixture falls in one."""
+    if "overlap_seconds" not in metrics.columns:
         return None
+    bins = metrics["overlap_seconds"].map(overlap_bin)
+    if bins.nunique() < 2:
+        return None
+    order = {name: i for i, name in enumerate(activity.overlap_shares([0.0]))}
     columns = [c for c in FIGURES if c in metrics.columns]
-    table = metrics.groupby("max_overlap")[columns].mean()
-    table.insert(0, "n_mixtures", metrics.groupby("max_overlap").size())
-    return table.reset_index()
+    table = metrics.groupby(bins)[columns].mean()
+    table.insert(0, "n_mixtures", metrics.groupby(bins).size())
+    table.index.name = "overlap"
+    return table.reset_index().sort_values("overlap", key=lambda b: b.map(order)).reset_index(drop=True)

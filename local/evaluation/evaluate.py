@@ -2,10 +2,11 @@
 
 Writes exp/<tag>/eval/:
 - `metrics.csv`: one row per mixture: metrics averaged over its sources, the input figures, the
-  improvements, the permutation, the oracle masks' figures, and `max_overlap` (sources sounding at once);
+  improvements, the permutation, the oracle masks' figures, and `overlap_seconds` (how long
+  all its sources sound at once, local/data/activity.py);
 - `per_source.csv`: one row per source with its label (and the oracle figures for that source);
 - `per_category.csv` / `per_category.png`: means per label, worst first (which sounds are hard);
-  `per_overlap.csv` where the number of overlapping sources varies;
+  `per_overlap.csv` per bin of overlap where it varies;
 - `summary.json`: means over sources, SI-SDRi / SDRi with bootstrap 95 % confidence intervals, the oracle
   masks on the same views, the bound that applies to the model and its share of it, timings;
 - `examples/<mixture_id>/`: mixture, references and estimates as wav, and `spectrograms.png`, for a few
@@ -40,13 +41,15 @@ import torch
 from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
 
 from local.common import io_utils
-from local.evaluation.breakdowns import max_overlap, per_category, per_overlap
+from local.data import activity
+from local.evaluation.breakdowns import overlap_seconds, per_category, per_overlap
 from local.data.dataset import ViewDataset
 from local.common.errors import RecipeError
 from local.evaluation.metrics import BSS_BACKENDS, PESQ_RATES, si_sdr, source_metrics
 from local.evaluation.oracle import ORACLES, OracleMasks, bound_for
 from local.evaluation.uncertainty import bootstrap_ci
 from local.models import load_model, n_sources
+from local.common import seeding
 
 SPEECH_FORMATS = ("synth_speakers", "wsj0-2mix", "librimix")
 CHUNK = 32  # mixtures separated before their metrics are computed
@@ -101,7 +104,7 @@ def score_mixture(job):
                  **{key: float(value[i]) for key, value in per_src.items()}} for i, label in enumerate(meta["labels"])]
     # the mixture's row: the mean over its sources of every figure (over the scored ones for PESQ)
     row = {"mixture_id": meta["mixture_id"], "labels": " ".join(meta["labels"]),
-           "permutation": " ".join(map(str, meta["permutation"])), "max_overlap": meta["max_overlap"],
+           "permutation": " ".join(map(str, meta["permutation"])), "overlap_seconds": meta["overlap_seconds"],
            **{key: _mean(value) for key, value in per_src.items()}}
     if job["fixed_order"] is not None:
         row["permuted"] = int(meta["permutation"] != sorted(meta["permutation"]))
@@ -229,6 +232,13 @@ def summarise(df, per_source, n_src, ecfg, bound):
         if key in df:
             low, high = bootstrap_ci(df[key].to_numpy(), int(ecfg["bootstrap"]), int(ecfg["bootstrap_seed"]))
             summary[f"{key}_ci95"] = [round(low, 4), round(high, 4)]
+    if "overlap_seconds" in df:  # mixtures whose sources never sound together inflate a mean: say how many
+        summary["overlap_shares"] = activity.overlap_shares(df["overlap_seconds"])
+        overlapping = df[df["overlap_seconds"] > 0]
+        summary["n_overlapping"] = int(len(overlapping))
+        if "si_sdri" in df:
+            summary["si_sdri_median"] = round(float(df["si_sdri"].median()), 4)
+            summary["si_sdri_overlapping"] = round(float(overlapping["si_sdri"].mean()), 4) if len(overlapping) else None
     if "permuted" in df:
         summary["permuted_share"] = round(float(df["permuted"].mean()), 4)
     summary["bound"] = bound
@@ -290,7 +300,7 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None, split="test"):
                           f"separates {n_sources(model)} at {model.sample_rate} Hz")
     n = len(dataset) if ecfg["max_mixtures"] is None else min(len(dataset), int(ecfg["max_mixtures"]))
     oracle = OracleMasks(sample_rate=dataset.sample_rate, **cfg["filterbank"]) if ecfg["oracle"] else None
-    rng = np.random.default_rng(int(ecfg["example_seed"]))
+    rng = seeding.stream("examples", ecfg["example_seed"])
     example_ids = set(rng.choice(n, size=min(int(ecfg["n_examples"]), n), replace=False).tolist())
     partial = PartialResults(out_dir / ".partial", fingerprint)
     print(f"stage 3: evaluating {exp_dir.name} on {n} {split} mixtures ({', '.join(metrics)}), metrics in {nj} "
@@ -353,7 +363,7 @@ def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, backe
                 save_example(out_dir / "examples" / view["mixture_id"], mixture, sources, estimates, labels,
                              dataset.sample_rate, filterbank, model_masks(model, mixture, permutation))
             meta = {"mixture_id": view["mixture_id"], "labels": labels, "permutation": permutation,
-                    "max_overlap": max_overlap(sources.numpy())}
+                    "overlap_seconds": overlap_seconds(sources.numpy(), dataset.sample_rate)}
             jobs.append({"index": index, "meta": meta, "mixture": mixture.numpy(), "sources": sources.numpy(),
                          "estimates": estimates.numpy(), "oracles": oracles, "sample_rate": dataset.sample_rate,
                          "metrics": metrics, "backend": backend, "fixed_order": output.numpy() if fixed_order else None})

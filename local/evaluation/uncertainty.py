@@ -7,6 +7,8 @@ tighter than comparing two separate intervals. scipy.stats.bootstrap does the re
 import numpy as np
 from scipy import stats
 
+from local.common import seeding
+
 
 def bootstrap_ci(values, n_resamples=1000, seed=0, level=0.95):
     """(low, high) percentile bootstrap interval of the mean of `values` (NaNs left out)."""
@@ -16,7 +18,7 @@ def bootstrap_ci(values, n_resamples=1000, seed=0, level=0.95):
         mean = float(values.mean()) if len(values) else float("nan")
         return mean, mean
     result = stats.bootstrap((values,), np.mean, n_resamples=int(n_resamples), confidence_level=level,
-                             method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+                             method="percentile", vectorized=True, rng=seeding.stream("bootstrap", seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 

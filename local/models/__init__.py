@@ -94,7 +94,12 @@ def load_model(path):
     cls = _BY_CLASS_NAME.get(package["model_name"])
     if cls is None:
         raise RecipeError(f"{path}: unknown model class {package['model_name']}; known: {', '.join(_BY_CLASS_NAME)}")
-    model = cls(**package["model_args"])
-    model.load_state_dict(package["state_dict"])
+    try:
+        model = cls(**package["model_args"])
+        model.load_state_dict(package["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as err:  # a package of an earlier version of the family
+        raise RecipeError(f"{path} holds a {package['model_name']} of another version of this code "
+                          f"({str(err).splitlines()[0][:160]}); train it again or check out the commit it was made "
+                          f"with") from None
     model.eval()
     return model

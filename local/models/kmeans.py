@@ -12,6 +12,8 @@ and each utterance keeps the restart with the lowest weighted inertia, as scikit
 """
 import torch
 
+from local.common import seeding
+
 
 def _farthest_point_init(points, active, w, k):
     batch, n, _ = points.shape
@@ -55,7 +57,7 @@ def batched_kmeans(points, weights, k, iterations=20, n_init=1, seed=0):
     active = weights > 0
     w = weights.clamp(min=0).unsqueeze(-1)  # [B, N, 1]
     inits = [_farthest_point_init(points, active, w, k)]
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seeding.torch_seed("kmeans", seed))
     uniforms = torch.rand(max(int(n_init) - 1, 0), k, 1, generator=generator, dtype=points.dtype).to(points.device)
     inits += [_kmeanspp_init(points, active, k, u.unsqueeze(1).repeat(1, batch, 1)) for u in uniforms]
     centres = torch.cat(inits)  # [n_init * B, k, D], restart-major

@@ -31,6 +31,7 @@ from pytorch_lightning.callbacks import Checkpoint
 from torch.utils.data import Sampler
 
 from local.common import io_utils
+from local.common import seeding
 
 
 def rank_and_world_size():
@@ -72,7 +73,7 @@ class EpochBatchSampler(Sampler):
     def order(self, epoch):
         if not self.shuffle:
             return torch.arange(self.n_items)
-        return torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        return torch.randperm(self.n_items, generator=torch.Generator().manual_seed(seeding.torch_seed("batch_order", self.seed, epoch)))
 
     def _batches(self, epoch, items_done):
         rank, world = rank_and_world_size()

@@ -339,6 +339,53 @@ def epochs_trained(checkpoint):
     return checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
 
 
+def _load_checkpoint(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated zip raises OSError, RuntimeError or EOFError depending on where it ends
+        return err
+
+
+def _logged_steps(exp_dir):
+    """The last training step any run of the experiment logged (logs/run*/metrics.csv), or None."""
+    import pandas as pd
+
+    steps = []
+    for csv in Path(exp_dir).glob("logs/run*/metrics.csv"):
+        try:
+            steps.append(int(pd.read_csv(csv)["step"].max()))
+        except Exception:
+            continue
+    return max(steps) if steps else None
+
+
+def intact_checkpoint(exp_dir, last):
+    """(path, loaded checkpoint) to resume from: last.ckpt, or, when it does not load (a partial copy, a full disk
+    outside our atomic writes), the newest intact checkpoint of the experiment, saying which and what it loses.
+    The damaged file is kept as last.ckpt.damaged; without any intact checkpoint, a RecipeError says what to do."""
+    loaded = _load_checkpoint(last)
+    if not isinstance(loaded, Exception):
+        return last, loaded
+    print(f"stage 2: {last} does not load ({type(loaded).__name__}: {str(loaded).splitlines()[0][:120]})", flush=True)
+    candidates = []
+    for path in sorted(last.parent.glob("*.ckpt")):
+        if path != last:
+            other = _load_checkpoint(path)
+            if not isinstance(other, Exception) and "loops" in other:
+                candidates.append((int(other["global_step"]), path, other))
+    if not candidates:
+        raise RecipeError(f"{last} is damaged and no other checkpoint in {last.parent} loads: restore last.ckpt from "
+                          f"a copy, or delete {exp_dir} to train from the start")
+    step, path, checkpoint = max(candidates, key=lambda c: c[0])
+    logged = _logged_steps(exp_dir)
+    lost = f"{max(logged - step, 0)} logged steps after it are trained again" if logged is not None else \
+        "the steps after it are trained again"
+    last.replace(last.with_name("last.ckpt.damaged"))
+    print(f"stage 2: continuing from {path.name} instead (step {step}, epoch {checkpoint['epoch']}); {lost}; the "
+          f"damaged file is kept as {last.name}.damaged", flush=True)
+    return path, checkpoint
+
+
 def make_trainer(cfg, exp_dir, callbacks, run_number):
     tcfg = cfg["training"]
     max_time = {"minutes": float(tcfg["max_minutes"])} if tcfg["max_minutes"] else None
@@ -370,9 +417,7 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     model = build_model(cfg)
     loss = make_loss(cfg)
     train_loader, val_loader = make_loaders(cfg, Path(views), root)
-    resume_from = None
-    if last.is_file():
-        resume_from = torch.load(last, map_location="cpu", weights_only=True)
+    resume_path, resume_from = intact_checkpoint(exp_dir, last) if last.is_file() else (None, None)
     change_epoch = epochs_trained(resume_from) if resume_from else 0
     reshaping = [k for k, _, _ in changes if k in EPOCH_BOUNDARY_CHANGES]
     if reshaping and ResumeState.mid_epoch(resume_from, len(train_loader.dataset)):
@@ -406,14 +451,14 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     n_params = count_parameters(model)
     if trainer.is_global_zero:
         if resume_from:
-            print(f"stage 2: resuming from {last} (epoch {resume_from['epoch']}, step {resume_from['global_step']})",
+            print(f"stage 2: resuming from {resume_path} (epoch {resume_from['epoch']}, step {resume_from['global_step']})",
                   flush=True)
         print(f"stage 2: training {cfg['model']['name']} ({n_params:,} parameters) on {len(train_loader.dataset)} "
               f"mixtures, {cfg['training']['epochs']} epochs max", flush=True)
     start = time.time()
     ownership.register_job()
     try:
-        trainer.fit(system, ckpt_path=str(last) if resume_from else None)
+        trainer.fit(system, ckpt_path=str(resume_path) if resume_from else None)
     finally:
         ownership.unregister_job()
     wall = time.time() - start
