@@ -83,7 +83,9 @@ def test_same_seed_gives_the_same_csv(tiny_data):
 def test_gains_set_the_requested_levels_in_the_loaders_output(tiny_data):
     """Each source as the loader returns it has its active level (RMS over the 10 ms frames within 40 dB of
     its loudest, written out here) inside level_db_range, and the sources of every view sound together for
-    data.min_overlap."""
+    data.min_overlap, or for all of the shorter one where a source sounds for less (a short hit lies wholly
+    inside the other). The frames here start at the mixture's first sample, those of stage 1 at the segment's,
+    so an edge may move by up to one frame on each side of a source's active stretch."""
     from local.data.dataset import ViewDataset
 
     data_dir, cfg = tiny_data
@@ -100,7 +102,8 @@ def test_gains_set_the_requested_levels_in_the_loaders_output(tiny_data):
             samples = np.concatenate([source[k * hop : (k + 1) * hop] for k in np.flatnonzero(keep)])
             assert lo - 0.05 <= 10 * np.log10(np.mean(samples**2)) <= hi + 0.05
             active.append(np.repeat(keep, hop)[: len(source)])
-        assert np.logical_and.reduce(active).sum() / 8000 >= cfg["data"]["min_overlap"] - 1e-9
+        need = min([cfg["data"]["min_overlap"] * 8000] + [a.sum() for a in active])
+        assert np.logical_and.reduce(active).sum() >= need - 2 * hop, index
 
 
 def test_too_many_sources_for_the_categories(tiny_data):
