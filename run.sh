@@ -18,6 +18,7 @@ nj=2               # parallel jobs (evaluation metrics)
 allow_change=""    # config keys an existing experiment may continue with, changed on purpose
 grid=""            # stage 4: a grid file (conf/grids/*.yml) whose cells get a status table
 compare=""         # stage 4: two tags, the paired difference of their figures on the same test views
+init_from=""       # fine-tuning: start a new experiment from the weights of exp/<tag> (= --training.init_from)
 
 help_message="Usage: $0 [options] [--group.key value ...]
 
@@ -42,6 +43,8 @@ Options:
   --nj N             parallel jobs (default: $nj)
   --allow_change K   continue an experiment with these config keys changed, e.g. 'optim.lr training.epochs'
                      (recorded with the epoch in exp/<tag>/history.txt)
+  --init_from DIR    start a new experiment from the best weights of another one (fine-tuning; new optimizer;
+                     same model, filterbank, n_src and sample rate), e.g. --init_from exp/pretrained
   --grid FILE        stage 4 also reports the status of every cell of a grid file
   --compare A B      compare two evaluated experiments instead (stage 4 only, nothing is trained): the paired
                      difference B - A of their SI-SDRi and SDRi on the same test mixtures, 95 % bootstrap interval
@@ -78,6 +81,8 @@ if [ "$stage" -gt 4 ] || [ "$stage" -gt "$stop_stage" ]; then
   echo "$0: --stage $stage --stop_stage $stop_stage selects no stage; stages are 0 to 4 and --stage <= --stop_stage" >&2
   exit 1
 fi
+
+[ -z "$init_from" ] || config_overrides+=("training.init_from=$init_from")
 
 . "$root/utils/setup_env.sh"
 export LISTENER_COMMAND="$command_line"

@@ -257,3 +257,40 @@ def test_a_damaged_last_checkpoint_is_named_and_training_continues_from_the_newe
     text = log.read_text()
     assert "no other checkpoint" in text and "Traceback" not in text
     shutil.rmtree(exp)
+
+
+def test_init_from_starts_a_new_experiment_from_another_ones_weights_and_refuses_another_architecture(work):
+    """training.init_from (fine-tuning): a new experiment's first optimizer step starts from the source's best
+    weights (its model package, loaded independently here), training.json names the source and its SHA-256; a
+    config of another architecture is refused in one line naming the differing key, before any training."""
+    import hashlib
+
+    from local.benchmarks.resume import stage2
+    from local.common.config import load_config
+    from local.models import build_model
+    from local.training.finetune import load_initial_weights
+
+    exp = work / "exp_finetune"
+    run_stage2(work, "tiny", exp, overrides=["training.epochs=1"], log=work / "pretrain.log")
+    source = exp / "tiny" / "best_model.pth"
+    cfg = yaml.safe_load((exp / "tiny" / "conf.yml").read_text())
+    cfg["training"]["init_from"] = str(exp / "tiny")
+    model = build_model(cfg)
+    assert load_initial_weights(model, cfg)["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    expected = torch.load(source, weights_only=True)["state_dict"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+    _, text = run_stage2(work, "tiny", work / "exp_finetuned",
+                         overrides=["training.epochs=1", f"training.init_from={exp / 'tiny'}"], log=work / "ft.log")
+    assert f"starting from the weights of {source}" in text
+    record = json.loads((work / "exp_finetuned" / "tiny" / "training.json").read_text())["init_from"]
+    assert record == {"path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+
+    log = work / "ft_refused.log"
+    with open(log, "w") as out:
+        proc = stage2(work, "tiny", work / "exp_refused", ["training.epochs=1", "model.hidden_size=8",
+                                                            f"training.init_from={exp / 'tiny'}"], 2, 2,
+                      stdout=out, stderr=out)
+        assert proc.wait() != 0
+    text = log.read_text()
+    assert "model.hidden_size = 16, this config 8" in text and "Traceback" not in text

@@ -108,6 +108,7 @@ RULES = {
     "training.save_top_k": integer(lo=1),
     "training.gradient_clip_val": number(above=0, null=True),
     "training.max_minutes": number(above=0, null=True),
+    "training.init_from": text(null=True),
     "training.threads": ((lambda v: v == "auto" or (_is_int(v) and v >= 1)), "auto or an integer >= 1"),
     "training.snapshot_minutes": ((lambda v: isinstance(v, list) and all(_is_number(x) and x > 0 for x in v)),
                                   "a list of minutes > 0, e.g. [2, 5, 10] (or [])"),

@@ -1,7 +1,7 @@
 """Reading one segment of a source file as the models hear it: mono, at the mixture's rate.
 
-One function for the loader (`ViewDataset`), stage 1 (levels, silence and overlap are measured on exactly
-what the loader returns) and the source cache, so that what is measured is what is trained on.
+One function for the loader (`ViewDataset`) and stage 1 (levels, silence and overlap are measured on exactly
+what the loader returns), with the source cache behind it, so that what is measured is what is trained on.
 """
 import soundfile as sf
 import torch
@@ -10,10 +10,16 @@ import torchaudio
 from local.common.errors import RecipeError
 
 
-def read_segment(path, start, end, sample_rate, resample=True, where=None):
+def read_segment(path, start, end, sample_rate, resample=True, where=None, cache=None):
     """Samples [start, end) of `path` (in the file's own samples), downmixed to mono and resampled to
-    `sample_rate`, as a float32 tensor; a RecipeError naming `where` (a CSV row) and the file otherwise."""
+    `sample_rate`, as a float32 tensor; a RecipeError naming `where` (a CSV row) and the file otherwise.
+    With a `SourceCache` (local/data/source_cache.py), a file that needs decoding or resampling is read from
+    its cached copy at `sample_rate`."""
     where = f"{where}: " if where else ""
+    if cache is not None and resample:
+        segment = cache.segment(path, start, end, where)
+        if segment is not None:
+            return torch.from_numpy(segment)
     try:
         with sf.SoundFile(str(path)) as f:
             file_sr, frames = f.samplerate, f.frames

@@ -1,7 +1,8 @@
 """`ViewDataset`: builds each mixture on the fly from one view CSV row.
 
 Only the needed segment of each source file is read (soundfile partial reads, local/data/audio.py); a file
-at another sample rate than the view is resampled with torchaudio. Each segment is scaled by its gain and placed
+that is compressed, not mono or at another rate is read from its decoded and resampled copy in the source
+cache (local/data/source_cache.py), built once. Each segment is scaled by its gain and placed
 at its offset, and the mixture is the exact sum of the returned sources. STFTs happen in the model.
 """
 from pathlib import Path
@@ -12,6 +13,7 @@ from torch.utils.data import Dataset
 
 from local.common.errors import RecipeError
 from local.data.audio import read_segment
+from local.data.source_cache import SourceCache
 from local.data.view_csv import check_views, n_sources_of
 
 
@@ -23,9 +25,10 @@ class ViewDataset(Dataset):
         root: the dataset root the CSV's paths are relative to.
         resample: resample files whose rate differs from the view's (otherwise refuse them).
         return_meta: also return the CSV row as a dict (evaluation uses the labels and ids).
+        cache: a `SourceCache`; by default the one of the dataset the CSV belongs to (data/<dataset>/cache).
     """
 
-    def __init__(self, csv_path, root, resample=True, return_meta=False):
+    def __init__(self, csv_path, root, resample=True, return_meta=False, cache="auto"):
         self.csv_path = Path(csv_path)
         if not self.csv_path.is_file():
             raise RecipeError(f"view CSV {self.csv_path} not found: run stage 1 first")
@@ -41,6 +44,7 @@ class ViewDataset(Dataset):
         self.root = Path(root)
         self.resample = resample
         self.return_meta = return_meta
+        self.cache = SourceCache.for_views(self.csv_path, self.sample_rate) if cache == "auto" else cache
 
     def __len__(self):
         return len(self.df)
@@ -48,7 +52,7 @@ class ViewDataset(Dataset):
     def _read_segment(self, row_index, path, start, end):
         """Samples [start, end) of a file (mono, at the view's rate), or an error naming the row and file."""
         return read_segment(path, start, end, self.sample_rate, self.resample,
-                            where=f"{self.csv_path} row {row_index + 2}")  # +2: header line, 1-based
+                            where=f"{self.csv_path} row {row_index + 2}", cache=self.cache)  # +2: header, 1-based
 
     def __getitem__(self, index):
         row = self.df.iloc[index]

@@ -40,7 +40,8 @@ class DynamicMixingDataset(ViewDataset):
             return self.df.iloc[index].to_dict()
         rng = seeding.stream("dynamic_mixing", self.seed, self.n_src, epoch, index)
         return draw_view(self.candidates, self.labels, self.root, self.n_src, self.length, self.sample_rate,
-                         self.level_db_range, rng, f"train_e{epoch}_{index:06d}", self.policy, self.min_overlap)[0]
+                         self.level_db_range, rng, f"train_e{epoch}_{index:06d}", self.policy, self.min_overlap,
+                         self.cache)[0]
 
     def __getitem__(self, code):
         epoch, index = divmod(int(code), len(self))

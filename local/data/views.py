@@ -26,6 +26,7 @@ from local.common.errors import RecipeError
 from local.data import activity
 from local.data.audio import read_segment
 from local.data.scp import SCP_FORMATS, scp_views
+from local.data.source_cache import SourceCache
 from local.data.sources import SPLITS, dataset_format, load_sources
 from local.data.view_csv import view_columns, views_dir
 from local.common import seeding
@@ -171,7 +172,7 @@ def _valid_onsets(together, mask, min_samples):
     return np.flatnonzero(overlap >= min_samples - 0.5)
 
 
-def _draw_source(src, length, sample_rate, policy, rng, root, together, min_samples):
+def _draw_source(src, length, sample_rate, policy, rng, root, together, min_samples, cache=None):
     """(segment start, end, onset, level dB, active mask in the mixture) of one file, or None when this draw
     is silent, too short to overlap, or finds no placement that overlaps the sources placed so far."""
     file_sr, n_file = int(src["sample_rate"]), int(src["num_samples"])
@@ -179,7 +180,7 @@ def _draw_source(src, length, sample_rate, policy, rng, root, together, min_samp
     seg_len, onset = placement(n_at_mix_rate, length, sample_rate, policy, rng)
     seg_native = max(1, min(n_file, int(round(seg_len * file_sr / sample_rate))))
     start = int(rng.integers(0, n_file - seg_native + 1))
-    audio = read_segment(Path(root) / src["path"], start, start + seg_native, sample_rate).numpy()
+    audio = read_segment(Path(root) / src["path"], start, start + seg_native, sample_rate, cache=cache).numpy()
     if activity.rms_db(audio) <= SILENCE_DB:
         return None
     mask = activity.active_mask(audio, sample_rate)[: length]
@@ -201,7 +202,7 @@ def _draw_source(src, length, sample_rate, policy, rng, root, together, min_samp
 
 
 def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, mixture_id, policy="t0",
-              min_overlap=0.0):
+              min_overlap=0.0, cache=None):
     """One view row: n_src distinct labels, a file of each, a segment, a placement and a gain, from `rng`.
 
     The gain sets the source's active level (local/data/activity.py), measured on the segment as the loader
@@ -219,7 +220,7 @@ def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_ran
             label = labels[label_index]
             for _ in range(MAX_REDRAWS):
                 src = candidates[label][rng.integers(len(candidates[label]))]
-                drawn = _draw_source(src, length, sample_rate, policy, rng, root, together, min_samples)
+                drawn = _draw_source(src, length, sample_rate, policy, rng, root, together, min_samples, cache)
                 if drawn is not None:
                     break
             else:
@@ -239,11 +240,11 @@ def draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_ran
 
 
 def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, level_db_range, rng, split,
-                     policy="t0", min_overlap=0.0):
+                     policy="t0", min_overlap=0.0, cache=None):
     """Draw `n_mixtures` rows (`draw_view`) from one random stream: (DataFrame, overlap of each view in seconds)."""
     labels = check_enough_labels(candidates, n_src)
     drawn = [draw_view(candidates, labels, root, n_src, length, sample_rate, level_db_range, rng, f"{split}_{m:06d}",
-                       policy, min_overlap) for m in range(n_mixtures)]
+                       policy, min_overlap, cache) for m in range(n_mixtures)]
     return pd.DataFrame([row for row, _ in drawn], columns=view_columns(n_src)), [o for _, o in drawn]
 
 
@@ -293,12 +294,15 @@ def make_views(data_cfg, data_dir, announce_skip=True):
     sample_rate = settings["sample_rate"]
     length = int(round(settings["mixture_seconds"] * sample_rate))
     candidates = split_candidates(sources, data_cfg)
+    cache = SourceCache(data_dir / "cache", sample_rate)
+    cache.fill(sorted({root / r["path"] for split in candidates.values() for rows in split.values() for r in rows}),
+               announce=lambda line: print(f"stage 1: {line}", flush=True))
     shares = {}
     for split_index, split in enumerate(SPLITS):
         rng = seeding.stream("views", settings["view_seed"], split_index, settings["n_src"])
         df, overlaps = make_split_views(candidates[split], root, settings["n_src"], length, sample_rate,
                                         settings["n_mixtures"][split], settings["level_db_range"], rng, split,
-                                        data_cfg.get("mixing_policy", "t0"), settings["min_overlap"])
+                                        data_cfg.get("mixing_policy", "t0"), settings["min_overlap"], cache)
         io_utils.write_csv(df, out_dir / f"{split}.csv")
         shares[split] = activity.overlap_shares(overlaps)
         print(f"stage 1: wrote {out_dir / split}.csv: {len(df)} mixtures of {settings['n_src']} sources "

@@ -11,6 +11,7 @@ a finished one is skipped. With `training.devices`/`num_nodes` > 1, Lightning ru
 parallel: every rank runs this same function, the views are sharded per rank, and only global rank 0
 writes the experiment's files.
 """
+import json
 import math
 import sys
 import time
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from local.common import io_utils, ownership
 from local.common.config import ABSENT, changed_keys, default_config, diff_configs, flatten
+from local.training.finetune import load_initial_weights
 from local.training.provenance import next_run_number, record_run
 from local.data.dataset import ViewDataset
 from local.data.dynamic_mixing import dynamic_mixing_dataset
@@ -426,6 +428,8 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
             f"end of an epoch (the rest of the epoch is laid out in batches per process). Let this epoch finish "
             f"first: --training.epochs {change_epoch + 1} --allow_change training.epochs, then make the change.")
 
+    # a new experiment may start from another's weights; a resumed one has its own in the checkpoint
+    initial = load_initial_weights(model, cfg) if not resume_from else None
     optimizer = make_optimizer(model.parameters(), cfg["optim"])
     scheduler = make_scheduler(optimizer, cfg["optim"], tcfg["epochs"])
     system = SeparationSystem(model=model, loss_func=loss, optimizer=optimizer, train_loader=train_loader,
@@ -476,6 +480,9 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
         "train_seconds_earlier_runs": round(resume_state.seconds_before, 1),
         "world_size": trainer.world_size,
     }
+    previous = exp_dir / "training.json"
+    if initial or (previous.is_file() and "init_from" in json.loads(previous.read_text())):
+        summary["init_from"] = initial or json.loads(previous.read_text())["init_from"]
     io_utils.write_json(summary, exp_dir / "training.json")
     print(f"stage 2: done in {wall:.0f} s; best val_loss {summary['best_val_loss']:.4f}; wrote {exp_dir}/best_model.pth",
           flush=True)
