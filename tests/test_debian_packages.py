@@ -150,6 +150,12 @@ def test_stage_0_and_1_on_the_listing(unpacked, tmp_path):
 
     out = make_views(cfg["data"], data_dir)
     assert len(pd.read_csv(out / "test.csv")) == 2
+    # the model card's licenses: those listing.csv gives the training split's files, written out here
+    from local.models.card import training_licenses
+
+    listing = pd.read_csv(unpacked / "listing.csv", keep_default_na=False)
+    expected = sorted(set(listing.loc[listing["split"] == "train", "license"].replace("", "unknown")))
+    assert training_licenses(data_dir, cfg["data"]) == expected and "unknown" not in expected
 
 
 def test_listing_errors_name_the_row_and_the_tool(unpacked, tmp_path, monkeypatch):

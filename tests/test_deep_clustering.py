@@ -8,6 +8,7 @@ from local.models.kmeans import batched_kmeans
 from local.training.losses import (deep_clustering_loss, make_loss, truncated_psa_target,
                                    whitened_deep_clustering_loss)
 from local.models import build_model
+from local.models.stft_masker import log_magnitude_features
 
 
 def naive_dc_loss(embedding, target, weights, n_src):
@@ -211,3 +212,39 @@ def test_oracle_embeddings_through_kmeans_masks_and_istft_reproduce_the_ibm(tiny
         refs = sources.double().numpy()
         ours = max(si_sdr(refs, estimates).mean(), si_sdr(refs, estimates[::-1]).mean())  # k-means labels any order
         assert ours == pytest.approx(si_sdr(refs, ibm).mean(), abs=1e-3), index
+
+
+def test_magnitude_bin_weights_are_the_mixture_magnitude_on_active_bins_and_enter_the_loss_as_w():
+    """bin_weights('magnitude') = |X| on the bins within vad_db of the loudest, 0 elsewhere (written out here);
+    the DC loss with those weights equals ||W^1/2 (V V^T - Y Y^T) W^1/2||_F^2 / (sum W)^2 built as N x N matrices."""
+    from local.models.dpcl import bin_weights
+
+    torch.manual_seed(0)
+    magnitude = torch.rand(1, 5, 7) * torch.tensor([1.0, 1e-3, 1.0, 1e-5, 1.0, 1.0, 1.0])  # two quiet frames
+    weights = bin_weights(magnitude, 40.0, "magnitude")
+    expected = torch.where(magnitude >= magnitude.amax() * 10 ** (-40 / 20), magnitude, torch.zeros(()))
+    assert torch.allclose(weights, expected)
+    assert torch.equal(bin_weights(magnitude, 40.0, "vad"), (expected > 0).float())
+
+    n = 35
+    v = torch.nn.functional.normalize(torch.randn(1, n, 4), dim=-1)
+    target = torch.randint(0, 2, (1, n))
+    w = weights.reshape(1, n)
+    y = torch.nn.functional.one_hot(target, 2).float()
+    root = torch.diag(w[0].sqrt())
+    dense = (root @ (v[0] @ v[0].T - y[0] @ y[0].T) @ root).pow(2).sum() / w.sum() ** 2
+    assert float(deep_clustering_loss(v, target, w, 2)) == pytest.approx(float(dense), rel=1e-5)
+
+
+def test_tanh_embeddings_are_unit_norm_tanh_of_the_network_output():
+    model = build_model(load_config("dpcl_dprnn_2spk_small", ["model.hid_size=16", "model.n_repeats=1",
+                                                              "model.chunk_size=20",
+                                                              "model.embedding_activation=tanh"])).eval()
+    mix_tf = model.stft(torch.randn(1, 4000) * 0.1)
+    with torch.no_grad():
+        raw = model.masker.dprnn(log_magnitude_features(mix_tf))
+        embedding = model.masker.heads(mix_tf)["embedding"]
+    dim = model.masker.embedding_dim
+    raw = raw.view(1, -1, model.masker.n_freq, raw.shape[-1])[:, :dim].permute(0, 2, 3, 1)
+    assert torch.allclose(embedding, torch.nn.functional.normalize(torch.tanh(raw), dim=-1), atol=1e-6)
+    assert torch.allclose(embedding.norm(dim=-1), torch.ones(()), atol=1e-5)

@@ -99,6 +99,7 @@ RULES = {
     "loss.alpha": number(lo=0, hi=1),
     "loss.dc": choice("classic", "whitened"),
     "loss.mi": choice("tpsa", "magnitude"),
+    "loss.dc_weights": choice("vad", "magnitude"),
     "loss.vad_db": number(above=0),
     "training.epochs": integer(lo=1),
     "training.batch_size": integer(lo=1),

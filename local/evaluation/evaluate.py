@@ -49,6 +49,7 @@ from local.evaluation.metrics import BSS_BACKENDS, PESQ_RATES, si_sdr, source_me
 from local.evaluation.oracle import ORACLES, OracleMasks, bound_for
 from local.evaluation.uncertainty import bootstrap_ci
 from local.models import load_model, n_sources
+from local.models.card import publish
 from local.common import seeding
 
 SPEECH_FORMATS = ("synth_speakers", "wsj0-2mix", "librimix")
@@ -401,9 +402,15 @@ def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerpri
     write_index(out_dir, summary, categories, overlap, sounds)
     io_utils.write_json(summary, out_dir / "summary.json")  # last: its presence means the evaluation is complete
     partial.remove()
+    published = None
+    if split == "test" and out_dir == exp_dir / "eval":  # the card Asteroid publishes, with its test metrics
+        figures = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   or k.endswith("_ci95")}
+        published = publish(model_path, figures, cfg, f"listener/{cfg['data']['dataset']}/{cfg['tag']}")
     report = ", ".join(f"{k} {summary[k]:.2f}" for k in ("si_sdr", "si_sdri", "sdr", "sdri", "pesq", "oracle_ratio_si_sdri",
                                                           "oracle_ibm_si_sdri", "oracle_psm_si_sdri") if k in summary)
     if "si_sdri_ci95" in summary:
         report += " (SI-SDRi 95 %% CI %.2f to %.2f)" % tuple(summary["si_sdri_ci95"])
-    print(f"stage 3: {report}; wrote {out_dir}/summary.json and {out_dir}/index.html in {wall:.0f} s", flush=True)
+    print(f"stage 3: {report}; wrote {out_dir}/summary.json and {out_dir}/index.html in {wall:.0f} s"
+          + (f"; model card with these metrics: {published}" if published else ""), flush=True)
     return summary

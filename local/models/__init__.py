@@ -2,7 +2,9 @@
 
 Every separator maps a waveform mixture [B, T] to estimates [B, n_src, T]. `best_model.pth` is an
 Asteroid `serialize()` package (model_name, model_args, state_dict, infos) holding only tensors and
-plain Python values, so it loads with `torch.load(weights_only=True)`.
+plain Python values, so it loads with `torch.load(weights_only=True)`, plus the model card's fields
+(local/models/card.py). Importing this package registers every family with Asteroid, so that
+`asteroid.models.BaseModel.from_pretrained(path)` loads any of them.
 """
 import difflib
 import inspect
@@ -34,6 +36,23 @@ MODELS = {
     "conv_tasnet": ConvTasNet,  # Asteroid's Conv-TasNet (Luo and Mesgarani 2019)
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
+
+
+def _register_with_asteroid():
+    """Make every family loadable with Asteroid's `BaseModel.from_pretrained(path)` once `local.models` is imported:
+    Asteroid looks a package's `model_name` up among its registered models. Asteroid's own classes are there
+    already; SuDORMRFNet keeps Asteroid's name (and class) there, which loads the same weights and gives the same
+    outputs, with Asteroid's slower mask layer (local/models/sudormrf.py)."""
+    import asteroid.models
+
+    for cls in MODELS.values():
+        try:
+            asteroid.models.get(cls.__name__)
+        except ValueError:
+            asteroid.models.register_model(cls)
+
+
+_register_with_asteroid()
 
 
 def _check_args(cls, name, args):

@@ -29,14 +29,25 @@ from local.models.kmeans import batched_kmeans
 from local.models.stft_masker import STFTMasker, log_magnitude_features
 
 
+def bin_weights(mixture_mag, vad_db, kind):
+    """Weights of the time-frequency bins [B, F, frames] in the deep-clustering loss and in k-means: `vad`, 1 for
+    the bins within `vad_db` of the loudest (Asteroid's `ebased_vad`), 0 elsewhere; `magnitude`, the mixture
+    magnitude |X| on those bins, so that loud bins, which carry the separated signal's energy, count more than
+    bins near the threshold (the magnitude-ratio weights of Wang, Le Roux and Hershey 2018, Sec. 3.1; every use
+    here is scale free: the loss divides by (sum W)^2, k-means by the weights' sum)."""
+    active = ebased_vad(mixture_mag, vad_db).to(mixture_mag.dtype)
+    return active if kind == "vad" else active * mixture_mag
+
+
 class DPCLNet(nn.Module):
     """[B, 2F, frames] STFT -> unit-norm embeddings [B, F, frames, D] (+ MI masks [B, n_src, F, frames])."""
 
     def __init__(self, n_freq, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations, kmeans_restarts,
-                 dprnn_args):
+                 dprnn_args, embedding_activation="linear", kmeans_weights="vad"):
         super().__init__()
         self.n_freq, self.n_src, self.embedding_dim = n_freq, n_src, embedding_dim
         self.mi_head, self.inference, self.vad_db = mi_head, inference, vad_db
+        self.embedding_activation, self.kmeans_weights = embedding_activation, kmeans_weights
         self.kmeans_iterations, self.kmeans_restarts = kmeans_iterations, kmeans_restarts
         self.n_out = embedding_dim + (n_src if mi_head else 0)
         self.dprnn = DPRNN(in_chan=n_freq, n_src=1, out_chan=n_freq * self.n_out, mask_act="linear", **dprnn_args)
@@ -46,7 +57,10 @@ class DPCLNet(nn.Module):
         out = self.dprnn(log_magnitude_features(tf_rep))  # [B, 1, n_out * F, frames]
         batch, _, _, frames = out.shape
         out = out.view(batch, self.n_out, self.n_freq, frames)
-        embedding = nn.functional.normalize(out[:, : self.embedding_dim].permute(0, 2, 3, 1), dim=-1)
+        embedding = out[:, : self.embedding_dim].permute(0, 2, 3, 1)
+        if self.embedding_activation == "tanh":  # Hershey et al. 2016 and Isik et al. 2016: tanh, then unit norm
+            embedding = torch.tanh(embedding)
+        embedding = nn.functional.normalize(embedding, dim=-1)
         mi_masks = torch.softmax(out[:, self.embedding_dim :], dim=1) if self.mi_head else None
         return {"embedding": embedding, "mi_masks": mi_masks}
 
@@ -57,8 +71,8 @@ class DPCLNet(nn.Module):
             return heads["mi_masks"]
         embedding = heads["embedding"]
         batch, n_freq, frames, dim = embedding.shape
-        active = ebased_vad(mag(tf_rep), self.vad_db).reshape(batch, -1)
-        labels, _ = batched_kmeans(embedding.reshape(batch, -1, dim), active.float(), self.n_src,
+        weights = bin_weights(mag(tf_rep), self.vad_db, self.kmeans_weights).reshape(batch, -1)
+        labels, _ = batched_kmeans(embedding.reshape(batch, -1, dim), weights, self.n_src,
                                    self.kmeans_iterations, n_init=self.kmeans_restarts)
         masks = nn.functional.one_hot(labels, self.n_src).to(embedding.dtype)  # [B, F*frames, n_src]
         return masks.view(batch, n_freq, frames, self.n_src).permute(0, 3, 1, 2)
@@ -68,21 +82,26 @@ class DPCLDPRNN(STFTMasker):
     """Deep clustering (and optionally Chimera++) on a dual-path RNN over STFT frames."""
 
     def __init__(self, n_src, embedding_dim=40, mi_head=False, inference="kmeans", vad_db=40.0,
-                 kmeans_iterations=20, kmeans_restarts=3, bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
+                 kmeans_iterations=20, kmeans_restarts=3, embedding_activation="linear", kmeans_weights="vad", bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
                  norm_type="gLN", bidirectional=True, rnn_type="LSTM", num_layers=1, dropout=0.0,
                  n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
         if inference not in ("kmeans", "mi"):
             raise ValueError(f"model.inference must be kmeans or mi, got {inference!r}")
+        if embedding_activation not in ("linear", "tanh"):
+            raise ValueError(f"model.embedding_activation must be linear or tanh, got {embedding_activation!r}")
+        if kmeans_weights not in ("vad", "magnitude"):
+            raise ValueError(f"model.kmeans_weights must be vad or magnitude, got {kmeans_weights!r}")
         if inference == "mi" and not mi_head:
             raise ValueError("model.inference: mi needs model.mi_head: true")
         dprnn_args = dict(bn_chan=bn_chan, hid_size=hid_size, chunk_size=chunk_size, hop_size=hop_size,
                           n_repeats=n_repeats, norm_type=norm_type, bidirectional=bidirectional, rnn_type=rnn_type,
                           num_layers=num_layers, dropout=dropout)
         masker = DPCLNet(n_filters // 2 + 1, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations,
-                         kmeans_restarts, dprnn_args)
+                         kmeans_restarts, dprnn_args, embedding_activation, kmeans_weights)
         super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
         self._masker_args = dict(embedding_dim=embedding_dim, mi_head=mi_head, inference=inference, vad_db=vad_db,
-                                 kmeans_iterations=kmeans_iterations, kmeans_restarts=kmeans_restarts, **dprnn_args)
+                                 kmeans_iterations=kmeans_iterations, kmeans_restarts=kmeans_restarts,
+                                 embedding_activation=embedding_activation, kmeans_weights=kmeans_weights, **dprnn_args)
 
     @property
     def oracle_bound(self):

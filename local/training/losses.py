@@ -29,13 +29,13 @@ loud bins do not dominate):
 Asteroid's PITLossWrapper (exhaustively up to 3 sources, by the Hungarian algorithm from 4 on).
 """
 import torch
-from asteroid.dsp.vad import ebased_vad
 from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
 from asteroid_filterbanks import Encoder, STFTFB
 from asteroid_filterbanks.transforms import mag
 from torch import nn
 
 from local.common.errors import RecipeError
+from local.models.dpcl import bin_weights
 
 DOMAINS = ("magnitude", "complex", "compressed")
 
@@ -191,8 +191,9 @@ def truncated_psa_target(mixture_tf, source_tf):
 class DeepClusteringObjective(nn.Module):
     """alpha x deep-clustering loss (+ (1 - alpha) x the mask-inference loss when the model has an MI head).
 
-    Targets: the dominant source of every bin (ideal binary partition); weights: the bins within
-    `vad_db` of the mixture's loudest bin (Asteroid's `ebased_vad`).
+    Targets: the dominant source of every bin (ideal binary partition); weights (`dc_weights`): the bins within
+    `vad_db` of the mixture's loudest bin (Asteroid's `ebased_vad`), or their mixture magnitude
+    (local/models/dpcl.py `bin_weights`).
       dc: classic   the DC loss of Hershey et al. 2016 (`deep_clustering_loss`);
           whitened  DC-W, the deep-clustering term of Chimera++ (`whitened_deep_clustering_loss`).
       mi: tpsa      Chimera++'s mask-inference loss: the L1 distance between the masked mixture magnitude
@@ -206,10 +207,13 @@ class DeepClusteringObjective(nn.Module):
 
     uses_model = True  # called as loss(model, mixture, sources), see SeparationSystem
 
-    def __init__(self, alpha, vad_db, dc="classic", mi="magnitude"):
+    def __init__(self, alpha, vad_db, dc="classic", mi="magnitude", dc_weights="vad"):
         super().__init__()
         if dc not in ("classic", "whitened"):
             raise RecipeError(f"loss.dc must be classic or whitened, got {dc!r}")
+        if dc_weights not in ("vad", "magnitude"):
+            raise RecipeError(f"loss.dc_weights must be vad or magnitude, got {dc_weights!r}")
+        self.dc_weights = dc_weights
         if mi not in ("tpsa", "magnitude"):
             raise RecipeError(f"loss.mi must be tpsa or magnitude, got {mi!r}")
         self.alpha, self.vad_db, self.dc, self.mi = float(alpha), float(vad_db), dc, mi
@@ -230,7 +234,7 @@ class DeepClusteringObjective(nn.Module):
         out = model.training_outputs(mixture, sources)
         batch, n_freq, frames, dim = out["embedding"].shape
         target = out["source_mag"].argmax(dim=1).reshape(batch, -1)
-        active = ebased_vad(out["mixture_mag"], self.vad_db).reshape(batch, -1).to(out["embedding"].dtype)
+        active = bin_weights(out["mixture_mag"], self.vad_db, self.dc_weights).reshape(batch, -1).to(out["embedding"].dtype)
         n_src = out["source_mag"].shape[1]
         dc_loss = whitened_deep_clustering_loss if self.dc == "whitened" else deep_clustering_loss
         loss = dc_loss(out["embedding"].reshape(batch, -1, dim), target, active, n_src)
@@ -267,7 +271,8 @@ def make_loss(cfg):
     deep clustering (model, mixture, sources) -> scalar."""
     loss_cfg = cfg["loss"]
     if loss_cfg["name"] == "deep_clustering":
-        return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"])
+        return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"],
+                                       loss_cfg["dc_weights"])
     pairwise = pairwise_loss(loss_cfg, cfg["filterbank"], int(cfg["data"]["sample_rate"]))
     if loss_cfg["pit"]:
         return PITLossWrapper(pairwise, pit_from="pw_mtx")

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from local.common import io_utils, ownership
 from local.common.config import ABSENT, changed_keys, default_config, diff_configs, flatten
+from local.models.card import model_card, training_licenses
 from local.training.finetune import load_initial_weights
 from local.training.provenance import next_run_number, record_run
 from local.data.dataset import ViewDataset
@@ -251,12 +252,14 @@ def make_loaders(cfg, views, root):
     return train_loader, val_loader
 
 
-def write_best_model(model, best_ckpt, exp_dir):
-    """Load the best checkpoint's weights into `model` and save it as an Asteroid package."""
+def write_best_model(model, best_ckpt, exp_dir, cfg, data_dir):
+    """Load the best checkpoint's weights into `model` and save it as an Asteroid package with the model card's
+    fields (dataset, licenses of the training data, training config: local/models/card.py)."""
     state = torch.load(best_ckpt, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    package = model_card(model_package(model), cfg, training_licenses(data_dir, cfg["data"]))
     with io_utils.atomic_path(Path(exp_dir) / "best_model.pth") as tmp:
-        torch.save(model_package(model), tmp)
+        torch.save(package, tmp)
 
 
 class RecordExperiment(pl.Callback):
@@ -471,7 +474,7 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     if not checkpoint.best_model_path:
         raise RecipeError(f"training in {exp_dir} ended before any validation; nothing to save")
 
-    write_best_model(model, checkpoint.best_model_path, exp_dir)
+    write_best_model(model, checkpoint.best_model_path, exp_dir, cfg, Path(views).parent)
     summary = {
         "model": cfg["model"]["name"], "n_parameters": n_params, "epochs_trained": trainer.current_epoch,
         "global_step": trainer.global_step, "best_val_loss": float(checkpoint.best_model_score),
