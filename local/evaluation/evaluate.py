@@ -393,7 +393,7 @@ def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerpri
     if "pesq" in per_source.columns:  # the mean leaves out what PESQ could not score: say how many
         summary["pesq_unscored_sources"] = int(per_source["pesq"].isna().sum())
     examples = sorted(df["mixture_id"][sorted(example_ids)].tolist())
-    summary.update(tag=cfg["tag"], model=cfg["model"]["name"], loss=cfg["loss"]["name"], loss_domain=loss_domain(cfg),
+    summary.update(evaluated_at=time.strftime("%Y-%m-%d %H:%M:%S"), tag=cfg["tag"], model=cfg["model"]["name"], loss=cfg["loss"]["name"], loss_domain=loss_domain(cfg),
                    n_classes=cfg["data"].get("n_classes"), mixing_policy=cfg["data"].get("mixing_policy", "t0"),
                    examples=examples, **fingerprint)
     labels = {m: group.sort_values("source")["label"].astype(str).tolist() for m, group in per_source.groupby("mixture_id")}

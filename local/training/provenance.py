@@ -52,6 +52,20 @@ def _torch_threads():
     return torch.get_num_threads()
 
 
+def device_name():
+    """The accelerator that trained: the GPU's name, or the CPU's model and core count (figures depend on both)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
+    except OSError:
+        model = None
+    return f"cpu: {model or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
 def record_run(exp_dir, cfg, stage="train"):
     """Append this run's provenance to exp_dir/provenance.json (atomically)."""
     path = Path(exp_dir) / "provenance.json"
@@ -61,7 +75,7 @@ def record_run(exp_dir, cfg, stage="train"):
         "run": len(runs) + 1, "stage": stage, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": commit, "git_dirty": dirty,
         "command": os.environ.get("LISTENER_COMMAND") or " ".join(sys.argv), "seed": cfg["training"]["seed"],
         "host": platform.node(), "python": platform.python_version(), "packages": package_versions(),
-        "torch_threads": _torch_threads(),
+        "torch_threads": _torch_threads(), "device": device_name(),
     })
     io_utils.write_json(runs, path)
     return runs[-1]
