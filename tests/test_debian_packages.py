@@ -151,7 +151,7 @@ def test_stage_0_and_1_on_the_listing(unpacked, tmp_path):
     out = make_views(cfg["data"], data_dir)
     assert len(pd.read_csv(out / "test.csv")) == 2
     # the model card's licenses: those listing.csv gives the training split's files, written out here
-    from local.models.card import training_licenses
+    from local.data.licenses import training_licenses
 
     listing = pd.read_csv(unpacked / "listing.csv", keep_default_na=False)
     expected = sorted(set(listing.loc[listing["split"] == "train", "license"].replace("", "unknown")))

@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 
 from local.common import io_utils, ownership
 from local.common.config import ABSENT, changed_keys, default_config, diff_configs, flatten
-from local.models.card import model_card, training_licenses
+from local.data.licenses import training_licenses
+from local.models.card import model_card
 from local.training.finetune import load_initial_weights
 from local.training.provenance import next_run_number, record_run
 from local.data.dataset import ViewDataset
