@@ -334,8 +334,15 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None, split="test"):
     if resumed:
         print(f"stage 3: continued an interrupted evaluation: the first {resumed} mixtures came from {partial.folder}",
               flush=True)
-    return _write_results(cfg, out_dir, pd.DataFrame(rows), pd.DataFrame(src_rows), dataset, example_ids,
-                          fingerprint, seconds, time.time() - start, partial, bound_for(model))
+    summary = _write_results(cfg, out_dir, pd.DataFrame(rows), pd.DataFrame(src_rows), dataset, example_ids,
+                             fingerprint, seconds, time.time() - start, partial, bound_for(model))
+    if split == "test" and out_dir == exp_dir / "eval":  # the card Asteroid publishes, with its test metrics
+        figures = {k: v for k, v in summary.items()
+                   if (isinstance(v, (int, float)) and not isinstance(v, bool)) or k.endswith("_ci95")}
+        published = publish(model_path, figures, cfg, f"listener/{cfg['data']['dataset']}/{cfg['tag']}")
+        if published:
+            print(f"stage 3: wrote the model card with these metrics: {published}", flush=True)
+    return summary
 
 
 def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, backend, fixed_order, filterbank, out_dir,
@@ -402,15 +409,9 @@ def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerpri
     write_index(out_dir, summary, categories, overlap, sounds)
     io_utils.write_json(summary, out_dir / "summary.json")  # last: its presence means the evaluation is complete
     partial.remove()
-    published = None
-    if split == "test" and out_dir == exp_dir / "eval":  # the card Asteroid publishes, with its test metrics
-        figures = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                   or k.endswith("_ci95")}
-        published = publish(model_path, figures, cfg, f"listener/{cfg['data']['dataset']}/{cfg['tag']}")
     report = ", ".join(f"{k} {summary[k]:.2f}" for k in ("si_sdr", "si_sdri", "sdr", "sdri", "pesq", "oracle_ratio_si_sdri",
                                                           "oracle_ibm_si_sdri", "oracle_psm_si_sdri") if k in summary)
     if "si_sdri_ci95" in summary:
         report += " (SI-SDRi 95 %% CI %.2f to %.2f)" % tuple(summary["si_sdri_ci95"])
-    print(f"stage 3: {report}; wrote {out_dir}/summary.json and {out_dir}/index.html in {wall:.0f} s"
-          + (f"; model card with these metrics: {published}" if published else ""), flush=True)
+    print(f"stage 3: {report}; wrote {out_dir}/summary.json and {out_dir}/index.html in {wall:.0f} s", flush=True)
     return summary
