@@ -29,7 +29,8 @@ from local.training.losses import make_loss
 
 def _loader(data_dir, cfg, cached):
     _, root = load_sources(data_dir)
-    csv = views_dir(data_dir, cfg["data"]["n_src"]) / "train.csv"
+    csv = views_dir(data_dir, cfg["data"]["n_src"], cfg["data"].get("n_classes"),
+                    cfg["data"].get("mixing_policy", "t0")) / "train.csv"
     dataset = ViewDataset(csv, root, cache="auto" if cached else None)
     return DataLoader(dataset, batch_size=int(cfg["training"]["batch_size"]), shuffle=True, drop_last=True,
                       num_workers=int(cfg["training"]["num_workers"]), generator=torch.Generator().manual_seed(0))

@@ -22,6 +22,7 @@ overlap through the same cache (local/data/audio.py), so what is measured is wha
 import hashlib
 import math
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ import soundfile as sf
 from local.common.errors import RecipeError
 
 DIRECT_FORMATS = {"WAV", "FLAC", "AIFF", "W64", "RF64"}  # partial reads without decoding from a keyframe
+CACHE_VERSION = 1  # part of every key: a change of how entries are made (or of torchaudio) makes new ones
+OPEN_MAPS = 64  # memory maps kept open per process (each holds a file descriptor): the most recently used
 
 
 def needs_cache(info, sample_rate):
@@ -43,7 +46,7 @@ class SourceCache:
     def __init__(self, cache_dir, sample_rate):
         self.sample_rate = int(sample_rate)
         self.dir = Path(cache_dir) / f"{self.sample_rate}Hz"
-        self._arrays = {}  # key -> memory map, per process (each loader worker opens its own)
+        self._arrays = OrderedDict()  # key -> memory map, per process (each loader worker opens its own), LRU
         self._info = {}  # path -> (stat text, key, file rate, frames, needs a cache)
 
     @classmethod
@@ -53,10 +56,17 @@ class SourceCache:
         data_dir = Path(csv_path).resolve().parent.parent
         return cls(data_dir / "cache", sample_rate) if (data_dir / "sources.csv").is_file() else None
 
-    def _describe(self, path):
+    def _describe(self, path, where=""):
         """(key, file rate, frames, needs a cache) of `path`, looked up once per size and modification time."""
-        stat = os.stat(path)
-        text = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}"
+        import torchaudio
+
+        try:
+            stat = os.stat(path)
+        except OSError as err:
+            raise RecipeError(f"{where}cannot read {path}: {err.strerror}. The file moved or was deleted since "
+                              f"stage 0: restore it, or re-run stages 0 and 1.") from None
+        text = (f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}|v{CACHE_VERSION}|"
+                f"torchaudio {torchaudio.__version__}")
         if self._info.get(path, (None,))[0] != text:
             try:
                 info = sf.info(str(path))
@@ -69,12 +79,21 @@ class SourceCache:
     def entry(self, path):
         """The cached array of `path` (built now if missing or stale), as a read-only memory map."""
         key = self._describe(path)[0]
-        if key not in self._arrays:
-            target = self.dir / f"{key}.npy"
-            if not target.is_file():
-                self._build(path, target)
-            self._arrays[key] = np.load(target, mmap_mode="r")
-        return self._arrays[key]
+        if key in self._arrays:
+            self._arrays.move_to_end(key)
+            return self._arrays[key]
+        target = self.dir / f"{key}.npy"
+        if not target.is_file():
+            self._build(path, target)
+        try:
+            data = np.load(target, mmap_mode="r")
+        except (ValueError, OSError):  # a damaged entry (a disk that filled up outside the atomic rename): rebuild
+            self._build(path, target)
+            data = np.load(target, mmap_mode="r")
+        self._arrays[key] = data
+        while len(self._arrays) > OPEN_MAPS:
+            self._arrays.popitem(last=False)
+        return data
 
     def _build(self, path, target):
         import torch
@@ -95,7 +114,7 @@ class SourceCache:
     def segment(self, path, start, end, where=""):
         """Samples [start, end) of `path` (in the file's own samples) at the cache's rate (float32, 1-D), or None
         for a file that is read directly (mono, uncompressed, at the rate)."""
-        _, file_sr, frames, cached = self._describe(path)
+        _, file_sr, frames, cached = self._describe(path, where)
         if not cached:
             return None
         if not 0 <= start < end <= frames:
@@ -112,9 +131,9 @@ class SourceCache:
 
     def fill(self, paths, announce=None):
         """Build the entries of `paths` that need one (stage 1, with a progress line); returns how many were built."""
-        todo = [p for p in paths if self._describe(p)[2] and not (self.dir / f"{self._describe(p)[0]}.npy").is_file()]
+        todo = [p for p in paths if self._describe(p)[3] and not (self.dir / f"{self._describe(p)[0]}.npy").is_file()]
         for done, path in enumerate(todo, 1):
-            self.entry(path)
+            self._build(path, self.dir / f"{self._describe(path)[0]}.npy")
             if announce and (done % 50 == 0 or done == len(todo)):
                 announce(f"source cache: {done}/{len(todo)} files decoded and resampled to {self.sample_rate} Hz "
                          f"in {self.dir}")

@@ -248,6 +248,14 @@ def make_split_views(candidates, root, n_src, length, sample_rate, n_mixtures, l
     return pd.DataFrame([row for row, _ in drawn], columns=view_columns(n_src)), [o for _, o in drawn]
 
 
+def fill_cache(data_dir, sources, root, sample_rate):
+    """The dataset's source cache with every file that needs one built (local/data/source_cache.py)."""
+    cache = SourceCache(Path(data_dir) / "cache", sample_rate)
+    cache.fill(sorted({Path(root) / path for path in sources["path"]}),
+               announce=lambda line: print(f"stage 1: {line}", flush=True))
+    return cache
+
+
 def make_views(data_cfg, data_dir, announce_skip=True):
     """Write data_dir/<n>src/{train,val,test}.csv (skipped when identical views exist)."""
     data_dir = Path(data_dir)
@@ -273,6 +281,8 @@ def make_views(data_cfg, data_dir, announce_skip=True):
                       f"file of each split.", flush=True)
             done["file_selection_range"] = None
         if done == settings and all((out_dir / f"{s}.csv").is_file() for s in SPLITS):
+            if dataset_format(data_dir) not in SCP_FORMATS:  # views made before the cache existed: build it here,
+                fill_cache(data_dir, sources, root, settings["sample_rate"])  # not in every loader worker at once
             if announce_skip:
                 print(f"stage 1: views in {out_dir} are up to date; skipped", flush=True)
             return out_dir
@@ -294,9 +304,7 @@ def make_views(data_cfg, data_dir, announce_skip=True):
     sample_rate = settings["sample_rate"]
     length = int(round(settings["mixture_seconds"] * sample_rate))
     candidates = split_candidates(sources, data_cfg)
-    cache = SourceCache(data_dir / "cache", sample_rate)
-    cache.fill(sorted({root / r["path"] for split in candidates.values() for rows in split.values() for r in rows}),
-               announce=lambda line: print(f"stage 1: {line}", flush=True))
+    cache = fill_cache(data_dir, sources, root, sample_rate)
     shares = {}
     for split_index, split in enumerate(SPLITS):
         rng = seeding.stream("views", settings["view_seed"], split_index, settings["n_src"])

@@ -291,6 +291,8 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None, split="test"):
         done = json.loads(summary_path.read_text())
         if all(done.get(key) == value for key, value in fingerprint.items()):
             print(f"stage 3: {summary_path} is up to date for this model; skipped", flush=True)
+            if split == "test" and out_dir == exp_dir / "eval" and not (exp_dir / "publish" / "model.pth").is_file():
+                _publish_card(model_path, done, cfg)  # a card lost or never written (an interrupted stage 3)
             return done
 
     warnings.filterwarnings("ignore", message=".*mir_eval.*")
@@ -337,12 +339,16 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None, split="test"):
     summary = _write_results(cfg, out_dir, pd.DataFrame(rows), pd.DataFrame(src_rows), dataset, example_ids,
                              fingerprint, seconds, time.time() - start, partial, bound_for(model))
     if split == "test" and out_dir == exp_dir / "eval":  # the card Asteroid publishes, with its test metrics
-        figures = {k: v for k, v in summary.items()
-                   if (isinstance(v, (int, float)) and not isinstance(v, bool)) or k.endswith("_ci95")}
-        published = publish(model_path, figures, cfg, f"listener/{cfg['data']['dataset']}/{cfg['tag']}")
-        if published:
-            print(f"stage 3: wrote the model card with these metrics: {published}", flush=True)
+        _publish_card(model_path, summary, cfg)
     return summary
+
+
+def _publish_card(model_path, summary, cfg):
+    figures = {k: v for k, v in summary.items()
+               if (isinstance(v, (int, float)) and not isinstance(v, bool)) or k.endswith("_ci95")}
+    published = publish(model_path, figures, cfg, f"listener/{cfg['data']['dataset']}/{cfg['tag']}")
+    if published:
+        print(f"stage 3: wrote the model card with these metrics: {published}", flush=True)
 
 
 def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, backend, fixed_order, filterbank, out_dir,

@@ -12,6 +12,7 @@ identifies the model it evaluated by that file's hash, which must not change whe
 """
 import contextlib
 import io
+import os
 from pathlib import Path
 
 
@@ -34,6 +35,10 @@ def publish(model_path, metrics, cfg, recipe):
     if not {"dataset", "licenses"} <= set(package):
         return None  # a package of an earlier version: re-train (stage 2) to get a card
     publish_dir = Path(model_path).parent / "publish"
+    staging = Path(model_path).parent / ".publish.tmp"  # Asteroid writes in place: write aside, then rename
     with contextlib.redirect_stdout(io.StringIO()):  # Asteroid prints an invitation to upload to Zenodo
-        save_publishable(str(publish_dir), package, metrics=metrics, train_conf=cfg, recipe=recipe)
+        save_publishable(str(staging), package, metrics=metrics, train_conf=cfg, recipe=recipe)
+    publish_dir.mkdir(exist_ok=True)
+    os.replace(staging / "model.pth", publish_dir / "model.pth")
+    staging.rmdir()
     return publish_dir / "model.pth"

@@ -71,7 +71,7 @@ class DPCLNet(nn.Module):
             return heads["mi_masks"]
         embedding = heads["embedding"]
         batch, n_freq, frames, dim = embedding.shape
-        weights = bin_weights(mag(tf_rep), self.vad_db, self.kmeans_weights).reshape(batch, -1)
+        weights = bin_weights(mag(tf_rep), self.vad_db, self.kmeans_weights).reshape(batch, -1).to(embedding.dtype)
         labels, _ = batched_kmeans(embedding.reshape(batch, -1, dim), weights, self.n_src,
                                    self.kmeans_iterations, n_init=self.kmeans_restarts)
         masks = nn.functional.one_hot(labels, self.n_src).to(embedding.dtype)  # [B, F*frames, n_src]

@@ -4,19 +4,22 @@ Why: a researcher's own folder of sounds is small (a few dozen files per categor
 from scratch learns the files rather than the categories (issue 20). Starting from a model pretrained on more
 sounds and training on the small folder is the usual remedy. Only the weights are taken: the optimizer, the
 learning-rate schedule and the epoch count start afresh, as in any new experiment. The architecture must be the
-same (the `model` and `filterbank` groups, `data.n_src`, `data.sample_rate`); anything else may differ, the data
-above all. The source experiment's package and its SHA-256 are recorded in `training.json` and printed, so the
-provenance of the fine-tuned model names what it started from.
+same (the family, every parameter's name and shape, the filterbank, `data.n_src`, `data.sample_rate`); anything
+else may differ, the data above all. The source package and its SHA-256 are written to `exp/<tag>/init_from.json`
+when the first run loads them (so a run killed and resumed keeps them) and to `training.json`, and printed.
 """
 import hashlib
+import io
 from pathlib import Path
 
 import torch
 import yaml
 
+from local.common import io_utils
 from local.common.errors import RecipeError
 
-MUST_MATCH = (("model",), ("filterbank",), ("data", "n_src"), ("data", "sample_rate"))
+INIT_RECORD = "init_from.json"  # exp/<tag>/init_from.json: the source package and its SHA-256, from the first run
+SAME_MEANING = (("filterbank",), ("data", "n_src"), ("data", "sample_rate"))  # same shapes could still mean otherwise
 
 
 def _get(cfg, keys):
@@ -31,6 +34,12 @@ def _flat(value, prefix):
     return {prefix: value}
 
 
+def _differing(ours, theirs, keys):
+    mine, other = _flat(_get(ours, keys), ".".join(keys)), _flat(_get(theirs, keys), ".".join(keys))
+    return [f"{k} = {other.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(other))
+            if mine.get(k) != other.get(k)]
+
+
 def source_package(init_from):
     """(best_model.pth, conf.yml) of `init_from`: an experiment folder or its best_model.pth."""
     path = Path(init_from)
@@ -41,35 +50,48 @@ def source_package(init_from):
     conf = package.parent / "conf.yml"
     if not conf.is_file():
         raise RecipeError(f"training.init_from: {conf} not found next to {package}; init_from needs the experiment "
-                          f"folder (its conf.yml says which architecture the weights belong to)")
+                          f"folder (its conf.yml says which data the weights belong to)")
     return package, conf
 
 
-def load_initial_weights(model, cfg):
-    """Load the weights of `cfg['training']['init_from']` into `model`; returns the provenance record (None when
-    the key is unset). Refuses, in one line naming the first differing key, a source of another architecture."""
+def load_initial_weights(model, cfg, exp_dir=None):
+    """Load the weights of `cfg['training']['init_from']` into `model` and record the source in
+    exp_dir/init_from.json; returns that record (None when the key is unset). The source must be the same family
+    with every parameter of the same name and shape, and the same filterbank, n_src and sample rate; keys that
+    change no weight (dropout, k-means settings, the loss) may differ. A mismatch is one line naming it."""
     init_from = cfg["training"].get("init_from")
     if not init_from:
         return None
-    package, conf = source_package(init_from)
+    package_path, conf = source_package(init_from)
     try:
         source_cfg = yaml.safe_load(conf.read_text())
     except yaml.YAMLError as err:
         raise RecipeError(f"training.init_from: {conf} is not YAML ({err}); fix it or use another experiment") from None
-    for keys in MUST_MATCH:
-        ours, theirs = _flat(_get(cfg, keys), ".".join(keys)), _flat(_get(source_cfg, keys), ".".join(keys))
-        for key in sorted(set(ours) | set(theirs)):
-            if ours.get(key) != theirs.get(key):
-                raise RecipeError(
-                    f"training.init_from: {conf} has {key} = {theirs.get(key)!r}, this config {ours.get(key)!r}; "
-                    f"fine-tuning keeps the architecture: use the same model, filterbank, n_src and sample rate")
-    data = package.read_bytes()
+    data = package_path.read_bytes()
     try:
-        state = torch.load(package, map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict(state)
+        package = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        state = package["state_dict"]
     except Exception as err:
-        raise RecipeError(f"training.init_from: {package} does not load into this model ({err}); "
-                          f"re-train that experiment with this version of the code") from None
-    record = {"path": str(package), "sha256": hashlib.sha256(data).hexdigest()}
-    print(f"stage 2: starting from the weights of {package} (fine-tuning; new optimizer and schedule)", flush=True)
+        raise RecipeError(f"training.init_from: {package_path} is not a model package that loads ({err})") from None
+    where = f"training.init_from: {package_path}"
+    if package.get("model_name") != type(model).__name__:
+        raise RecipeError(f"{where} holds a {package.get('model_name')}, this config builds a {type(model).__name__}; "
+                          f"fine-tuning keeps the architecture")
+    for keys in SAME_MEANING:
+        differing = _differing(cfg, source_cfg, keys)
+        if differing:
+            raise RecipeError(f"{where}: {differing[0]}; fine-tuning keeps the filterbank, n_src and sample rate")
+    ours = model.state_dict()
+    for name in sorted(set(ours) | set(state)):
+        if name not in ours or name not in state or ours[name].shape != state[name].shape:
+            hint = _differing(cfg, source_cfg, ("model",))
+            raise RecipeError(
+                f"{where}: parameter {name} is {tuple(state[name].shape) if name in state else 'absent'} there, "
+                f"{tuple(ours[name].shape) if name in ours else 'absent'} here"
+                + (f" ({hint[0]})" if hint else "") + "; fine-tuning keeps the architecture")
+    model.load_state_dict(state)
+    record = {"path": str(package_path), "sha256": hashlib.sha256(data).hexdigest()}
+    if exp_dir is not None:
+        io_utils.write_json(record, Path(exp_dir) / INIT_RECORD)
+    print(f"stage 2: starting from the weights of {package_path} (fine-tuning; new optimizer and schedule)", flush=True)
     return record

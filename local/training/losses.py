@@ -150,7 +150,7 @@ def deep_clustering_loss(embedding, target, weights, n_src):
     y = torch.nn.functional.one_hot(target, n_src).to(embedding.dtype) * root_w
     frob = lambda a, b: (a.transpose(1, 2) @ b).pow(2).sum(dim=(1, 2))
     cost = frob(v, v) - 2 * frob(v, y) + frob(y, y)
-    return (cost / weights.sum(dim=1).clamp(min=1.0) ** 2).mean()
+    return (cost / weights.sum(dim=1).clamp(min=1e-8) ** 2).mean()
 
 
 def whitened_deep_clustering_loss(embedding, target, weights, n_src, eps=1e-6):
@@ -272,7 +272,7 @@ def make_loss(cfg):
     loss_cfg = cfg["loss"]
     if loss_cfg["name"] == "deep_clustering":
         return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"],
-                                       loss_cfg["dc_weights"])
+                                       loss_cfg.get("dc_weights", "vad"))  # absent from older conf.yml files
     pairwise = pairwise_loss(loss_cfg, cfg["filterbank"], int(cfg["data"]["sample_rate"]))
     if loss_cfg["pit"]:
         return PITLossWrapper(pairwise, pit_from="pw_mtx")

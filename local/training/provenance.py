@@ -52,12 +52,13 @@ def _torch_threads():
     return torch.get_num_threads()
 
 
-def device_name():
-    """The accelerator that trained: the GPU's name, or the CPU's model and core count (figures depend on both)."""
-    import torch
+def device_name(device=None, n_devices=1):
+    """What trained: the GPU's name and count when `device` (the trainer's root device) is CUDA, else the CPU's
+    model and core count (figures depend on both)."""
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        import torch
 
-    if torch.cuda.is_available():
-        return f"cuda: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
+        return f"cuda: {torch.cuda.get_device_name(device)} x {n_devices}"
     try:
         with open("/proc/cpuinfo") as info:
             model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
@@ -66,7 +67,7 @@ def device_name():
     return f"cpu: {model or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def record_run(exp_dir, cfg, stage="train"):
+def record_run(exp_dir, cfg, stage="train", device=None, n_devices=1):
     """Append this run's provenance to exp_dir/provenance.json (atomically)."""
     path = Path(exp_dir) / "provenance.json"
     runs = json.loads(path.read_text()) if path.is_file() else []
@@ -75,7 +76,7 @@ def record_run(exp_dir, cfg, stage="train"):
         "run": len(runs) + 1, "stage": stage, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": commit, "git_dirty": dirty,
         "command": os.environ.get("LISTENER_COMMAND") or " ".join(sys.argv), "seed": cfg["training"]["seed"],
         "host": platform.node(), "python": platform.python_version(), "packages": package_versions(),
-        "torch_threads": _torch_threads(), "device": device_name(),
+        "torch_threads": _torch_threads(), "device": device_name(device, n_devices),
     })
     io_utils.write_json(runs, path)
     return runs[-1]

@@ -30,7 +30,7 @@ from local.common import io_utils, ownership
 from local.common.config import ABSENT, changed_keys, default_config, diff_configs, flatten
 from local.data.licenses import training_licenses
 from local.models.card import model_card
-from local.training.finetune import load_initial_weights
+from local.training.finetune import INIT_RECORD, load_initial_weights
 from local.training.provenance import next_run_number, record_run
 from local.data.dataset import ViewDataset
 from local.data.dynamic_mixing import dynamic_mixing_dataset
@@ -46,7 +46,9 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 # Groups that may change after training without making the experiment a different one.
 NOT_FROZEN = ("eval",)
-RUNTIME_KEYS = ("training.threads",)  # how this run uses the machine, not what it trains: free to differ
+# how this run uses the machine, not what it trains: free to differ; init_from acts on a new experiment's first
+# run only (a resumed one has its weights in its checkpoint), so continuing without repeating it is the same run
+RUNTIME_KEYS = ("training.threads", "training.init_from")
 
 
 class SeparationSystem(System):
@@ -258,7 +260,12 @@ def write_best_model(model, best_ckpt, exp_dir, cfg, data_dir):
     fields (dataset, licenses of the training data, training config: local/models/card.py)."""
     state = torch.load(best_ckpt, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    package = model_card(model_package(model), cfg, training_licenses(data_dir, cfg["data"]))
+    try:
+        licenses = training_licenses(data_dir, cfg["data"])
+    except (RecipeError, OSError, KeyError, ValueError) as err:  # never lose a trained model over its card
+        print(f"stage 2: the training data's licenses could not be read ({err}); the card says unknown", flush=True)
+        licenses = ["unknown"]
+    package = model_card(model_package(model), cfg, licenses)
     with io_utils.atomic_path(Path(exp_dir) / "best_model.pth") as tmp:
         torch.save(package, tmp)
 
@@ -278,7 +285,7 @@ class RecordExperiment(pl.Callback):
                 record_changes(self.exp_dir, self.changes, self.change_epoch)
             if self.changes or not (self.exp_dir / "conf.yml").is_file():
                 io_utils.write_yaml(self.cfg, self.exp_dir / "conf.yml")
-            record_run(self.exp_dir, self.cfg)
+            record_run(self.exp_dir, self.cfg, device=trainer.strategy.root_device, n_devices=trainer.num_devices)
         trainer.strategy.barrier("record_experiment")
 
 
@@ -433,7 +440,8 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
             f"first: --training.epochs {change_epoch + 1} --allow_change training.epochs, then make the change.")
 
     # a new experiment may start from another's weights; a resumed one has its own in the checkpoint
-    initial = load_initial_weights(model, cfg) if not resume_from else None
+    if not resume_from:
+        load_initial_weights(model, cfg, exp_dir)
     optimizer = make_optimizer(model.parameters(), cfg["optim"])
     scheduler = make_scheduler(optimizer, cfg["optim"], tcfg["epochs"])
     system = SeparationSystem(model=model, loss_func=loss, optimizer=optimizer, train_loader=train_loader,
@@ -484,9 +492,8 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
         "train_seconds_earlier_runs": round(resume_state.seconds_before, 1),
         "world_size": trainer.world_size,
     }
-    previous = exp_dir / "training.json"
-    if initial or (previous.is_file() and "init_from" in json.loads(previous.read_text())):
-        summary["init_from"] = initial or json.loads(previous.read_text())["init_from"]
+    if (exp_dir / INIT_RECORD).is_file():  # written when the first run loaded the weights
+        summary["init_from"] = json.loads((exp_dir / INIT_RECORD).read_text())
     io_utils.write_json(summary, exp_dir / "training.json")
     print(f"stage 2: done in {wall:.0f} s; best val_loss {summary['best_val_loss']:.4f}; wrote {exp_dir}/best_model.pth",
           flush=True)
