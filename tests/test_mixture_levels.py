@@ -8,16 +8,17 @@ import soundfile as sf
 from local.common import seeding
 from local.common.errors import RecipeError
 from local.data.dataset import ViewDataset
+from local.data.source_cache import SourceCache
 from local.data.view_csv import view_columns
 from local.data.views import draw_view
 
 MIX_SR = 8000
 
 
-def _loader_sources(tmp_path, rows):
+def _loader_sources(tmp_path, rows, cache=None):
     csv = tmp_path / "views.csv"
     pd.DataFrame(rows, columns=view_columns(len([c for c in rows[0] if c.startswith("path_")]))).to_csv(csv, index=False)
-    dataset = ViewDataset(csv, tmp_path)
+    dataset = ViewDataset(csv, tmp_path, cache=cache)
     return [dataset[i][1].double().numpy() for i in range(len(dataset))]
 
 
@@ -36,7 +37,8 @@ def _write(path, audio, sr):
     return {"path": str(path.relative_to(path.parents[1])), "sample_rate": sr, "num_samples": len(audio)}
 
 
-def test_a_broadband_44k_file_mixed_at_8k_lands_at_its_drawn_level(tmp_path):
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_broadband_44k_file_mixed_at_8k_lands_at_its_drawn_level(tmp_path, cached):
     """White noise at 44.1 kHz keeps 4/22.05 of its power below 4 kHz; half of the 2 s file is silent. The level
     measured on the file (RMS over the segment at 44.1 kHz) would put the source 7.4 + 3.0 dB away from its draw."""
     rng = np.random.default_rng(0)
@@ -45,9 +47,12 @@ def test_a_broadband_44k_file_mixed_at_8k_lands_at_its_drawn_level(tmp_path):
     other = 0.05 * np.sin(2 * np.pi * 440 * np.arange(2 * 44100) / 44100)
     cands = {"a": [_write(tmp_path / "a" / "noise.wav", noise, 44100)],
              "b": [_write(tmp_path / "b" / "tone.wav", other, 44100)]}
+    # stage 1 and the loader read through the source cache (local/data/source_cache.py), or both directly
+    cache = SourceCache(tmp_path / "cache", MIX_SR) if cached else None
     rows = [draw_view(cands, ["a", "b"], tmp_path, 2, 2 * MIX_SR, MIX_SR, (-25.0, -25.0), np.random.default_rng(m),
-                      f"m{m}", "t0", 0.25)[0] for m in range(4)]
-    for row, sources in zip(rows, _loader_sources(tmp_path, rows)):
+                      f"m{m}", "t0", 0.25, cache)[0] for m in range(4)]
+    assert len(list(tmp_path.glob("cache/*/*.npy"))) == (2 if cached else 0)
+    for row, sources in zip(rows, _loader_sources(tmp_path, rows, cache)):
         heard = _active_level(sources[0], MIX_SR)
         assert heard == pytest.approx(-25.0, abs=0.5)
         # the gain the old measure (RMS over the whole segment at the file's rate) gave, applied to the same audio
