@@ -3,6 +3,7 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -283,6 +284,13 @@ def test_init_from_starts_a_new_experiment_from_another_ones_weights_and_refuses
     _, text = run_stage2(work, "tiny", work / "exp_finetuned",
                          overrides=["training.epochs=1", f"training.init_from={exp / 'tiny'}"], log=work / "ft.log")
     assert f"starting from the weights of {source}" in text
+    assert (work / "exp_finetuned" / "tiny" / "init_from.json").is_file()
+    # one line per validation (val_check_interval 0.5: two in the epoch), with the losses of the metrics log
+    import re
+
+    lines = re.findall(r"stage 2: epoch 0 \(step (\d+)\): (?:train_loss [-\d.]+, )?val_loss ([-\d.]+), lr ", text)
+    logged = pd.read_csv(next((work / "exp_finetuned" / "tiny" / "logs").glob("run*/metrics.csv")))
+    assert [float(v) for _, v in lines] == [round(v, 4) for v in logged["val_loss"].dropna()]
     record = json.loads((work / "exp_finetuned" / "tiny" / "training.json").read_text())["init_from"]
     assert record == {"path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
 

@@ -7,8 +7,13 @@
 #   utils/run_grid.sh conf/grids/wildmix.yml [run.sh options, e.g. --exp_dir exp --training.epochs 50]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+usage="usage: $0 GRID_FILE [run.sh options]  (GRID_FILE lists tags under 'cells:', e.g. conf/grids/wildmix.yml)"
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  echo "$usage"
+  exit 0
+fi
 if [ $# -lt 1 ] || [ ! -f "$1" ]; then
-  echo "usage: $0 GRID_FILE [run.sh options]  (GRID_FILE lists tags under 'cells:', e.g. conf/grids/wildmix.yml)" >&2
+  echo "$usage" >&2
   exit 1
 fi
 grid="$1"; shift

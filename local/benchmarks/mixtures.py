@@ -24,6 +24,7 @@ from local.common import seeding
 from local.common.config import load_config
 from local.data import activity
 from local.data.dataset import ViewDataset
+from local.data.source_cache import SourceCache
 from local.data.sources import load_sources
 from local.data.view_csv import view_columns
 from local.data.views import draw_view, make_split_views, split_candidates
@@ -58,13 +59,15 @@ def overlap(data_dir, n_src, sample_rate, n_views):
     sources, root = load_sources(data_dir)
     candidates = split_candidates(sources, {**cfg, "file_selection_range": cfg["file_selection_range"]})["test"]
     length = int(cfg["mixture_seconds"] * sample_rate)
+    cache = SourceCache(Path(data_dir) / "cache", sample_rate)  # what stage 1 and the loader read
     out = {}
     for min_overlap in (0.0, float(cfg["min_overlap"])):
         df, _ = make_split_views(candidates, root, n_src, length, sample_rate, n_views, cfg["level_db_range"],
-                                 seeding.stream("views", cfg["view_seed"], 2, n_src), "test", "t0", min_overlap)
+                                 seeding.stream("views", cfg["view_seed"], 2, n_src), "test", "t0", min_overlap,
+                                 cache)
         with tempfile.TemporaryDirectory() as tmp:
             df.to_csv(Path(tmp) / "test.csv", index=False)
-            dataset = ViewDataset(Path(tmp) / "test.csv", root)
+            dataset = ViewDataset(Path(tmp) / "test.csv", root, cache=cache)
             seconds = [activity.overlap_samples(dataset[i][1].numpy(), sample_rate) / sample_rate
                        for i in range(len(dataset))]
         out[f"min_overlap {min_overlap:g} s"] = {"shares": activity.overlap_shares(seconds),

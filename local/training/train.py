@@ -289,6 +289,24 @@ class RecordExperiment(pl.Callback):
         trainer.strategy.barrier("record_experiment")
 
 
+class EpochLine(pl.Callback):
+    """One line per validation: epoch, training and validation loss, learning rate, training time, so that a log
+    tells how training goes without opening logs/run<N>/metrics.csv."""
+
+    def __init__(self):
+        self.start = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        parts = [f"{name} {float(metrics[key]):.4f}"
+                 for name, key in (("train_loss", "loss_epoch"), ("val_loss", "val_loss")) if key in metrics]
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        print(f"stage 2: epoch {trainer.current_epoch} (step {trainer.global_step}): {', '.join(parts)}"
+              + (f", lr {lr:.3g}" if lr is not None else "") + f", {time.monotonic() - self.start:.0f} s", flush=True)
+
+
 class ShareCores(pl.Callback):
     """Sets torch's thread count from `training.threads` (auto: this host's cores / its running trainings,
     local/common/ownership.py) at the start and every `every_seconds` of training, so that trainings started
@@ -460,6 +478,7 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     if changes:
         callbacks.append(ApplyChangedSettings(float(cfg["optim"]["lr"]), tcfg["early_stop_patience"]))
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    callbacks.append(EpochLine())
     if tcfg["early_stop_patience"]:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(tcfg["early_stop_patience"])))
     callbacks += list(extra_callbacks)  # e.g. a sweep's pruning (local/sweep.py)
