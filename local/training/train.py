@@ -290,18 +290,27 @@ class RecordExperiment(pl.Callback):
 
 
 class EpochLine(pl.Callback):
-    """One line per validation: epoch, training and validation loss, learning rate, training time, so that a log
-    tells how training goes without opening logs/run<N>/metrics.csv."""
+    """One line per validation: epoch, the mean training loss of the epoch so far (this process's batches),
+    the validation loss, the learning rate and the training time, so that a log tells how training goes without
+    opening logs/run<N>/metrics.csv."""
 
     def __init__(self):
-        self.start = time.monotonic()
+        self.start, self.total, self.count = time.monotonic(), 0.0, 0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.total, self.count = 0.0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self.total, self.count = self.total + float(loss), self.count + 1
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
-        parts = [f"{name} {float(metrics[key]):.4f}"
-                 for name, key in (("train_loss", "loss_epoch"), ("val_loss", "val_loss")) if key in metrics]
+        parts = [f"train_loss {self.total / self.count:.4f}"] if self.count else []
+        if "val_loss" in trainer.callback_metrics:
+            parts.append(f"val_loss {float(trainer.callback_metrics['val_loss']):.4f}")
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         print(f"stage 2: epoch {trainer.current_epoch} (step {trainer.global_step}): {', '.join(parts)}"
               + (f", lr {lr:.3g}" if lr is not None else "") + f", {time.monotonic() - self.start:.0f} s", flush=True)
