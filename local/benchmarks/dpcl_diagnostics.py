@@ -24,6 +24,7 @@ from asteroid.dsp.vad import ebased_vad
 from asteroid_filterbanks.transforms import mag
 
 from local.benchmarks import publish
+from local.common.errors import RecipeError, exit_on_recipe_error
 from local.data.dataset import ViewDataset
 from local.data.sources import load_sources
 from local.data.view_csv import views_dir
@@ -91,6 +92,7 @@ def overfit_one_batch(cfg, dataset, steps):
     return {"loss": trace, "si_sdri_on_the_batch": round(float(np.mean(gains)), 3)}
 
 
+@exit_on_recipe_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exp", required=True, help="a trained deep-clustering experiment, exp/<tag>")
@@ -100,6 +102,8 @@ def main(argv=None):
     parser.add_argument("--out", default="exp/benchmarks/dpcl_diagnostics.json")
     args = parser.parse_args(argv)
     exp = Path(args.exp)
+    if not (exp / "conf.yml").is_file():
+        raise RecipeError(f"{exp}/conf.yml not found: --exp takes a trained experiment folder (exp/<tag>)")
     cfg = yaml.safe_load((exp / "conf.yml").read_text())
     data_dir = Path(args.data_root) / cfg["data"]["dataset"]
     root = load_sources(data_dir)[1]

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from local.benchmarks import publish
 from local.common.config import load_config
+from local.common.errors import exit_on_recipe_error
 from local.data.dataset import ViewDataset
 from local.data.sources import load_sources
 from local.data.view_csv import views_dir
@@ -56,6 +57,7 @@ def train_epoch(loader, cfg):
     return time.perf_counter() - start
 
 
+@exit_on_recipe_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", required=True, help="a prepared dataset of 44.1-48 kHz files (data/<dataset>)")

@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from local.common import io_utils
-from local.common.errors import RecipeError
+from local.common.errors import RecipeError, exit_on_recipe_error
+from local.evaluation.report import format_interval
 
 # Published figures of the same model family on a standard task: (figure, what, source). Only where the
 # publication states the figure for the same architecture; the data here differ (said on the line).
@@ -32,10 +33,6 @@ PAPER = {
 
 def _fmt(value, digits=2):
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _interval(ci):
-    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list) else ""
 
 
 def experiment_section(exp):
@@ -62,7 +59,8 @@ def experiment_section(exp):
     lines += ["| test views | SI-SDRi [95 % CI] | over overlapping mixtures | median | SDRi | bound: its SI-SDRi | "
               "share of bound | epochs | training time |", "|---|---|---|---|---|---|---|---|---|"]
     lines.append(
-        f"| {summary.get('n_mixtures')} | {_fmt(summary.get('si_sdri'))} {_interval(summary.get('si_sdri_ci95'))} | "
+        f"| {summary.get('n_mixtures')} | {_fmt(summary.get('si_sdri'))} "
+        f"{format_interval(summary.get('si_sdri_ci95')) or ''} | "
         f"{_fmt(summary.get('si_sdri_overlapping'))} ({summary.get('n_overlapping', '-')}) | "
         f"{_fmt(summary.get('si_sdri_median'))} | {_fmt(summary.get('sdri'))} | "
         f"{bound or '-'}: {_fmt(summary.get('bound_si_sdri'))} | {_fmt(summary.get('share_of_bound'))} | "
@@ -100,6 +98,7 @@ def write_results(exp_dir, out, title, tags=None):
     return text
 
 
+@exit_on_recipe_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="e.g. egs/debian_sounds/RESULTS.md")
@@ -107,10 +106,7 @@ def main(argv=None):
     parser.add_argument("--tags", nargs="*", default=None, help="experiments to include (default: every evaluated one)")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
-    try:
-        write_results(args.exp_dir, args.out, args.title or Path(args.out).parent.name, args.tags)
-    except RecipeError as err:
-        raise SystemExit(f"ERROR: {err}")
+    write_results(args.exp_dir, args.out, args.title or Path(args.out).parent.name, args.tags)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def to_markdown(df):
     return "\n".join(lines)
 
 
-def _interval(ci):
+def format_interval(ci):
     return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else None
 
 
@@ -100,11 +100,11 @@ def sweep_row(root):
             "complete": counts.get("complete", 0), "pruned": counts.get("pruned", 0), "failed": counts.get("fail", 0),
             "running": counts.get("running", 0), "best_trial": summary.get("best_folder"),
             "best_val_si_sdri": summary.get("best_val_si_sdri"), "test_si_sdri": test.get("si_sdri"),
-            "test_si_sdri_ci95": _interval(ci),
+            "test_si_sdri_ci95": format_interval(ci),
             # trial 0, the cell's own config: what the search gained over it
             "default_val_si_sdri": summary.get("default_val_si_sdri"),
             "default_test_si_sdri": (summary.get("default_test") or {}).get("si_sdri"),
-            "default_test_si_sdri_ci95": _interval((summary.get("default_test") or {}).get("si_sdri_ci95")),
+            "default_test_si_sdri_ci95": format_interval((summary.get("default_test") or {}).get("si_sdri_ci95")),
             "best_settings": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in (summary.get("best_params") or {}).items()),
             "history": f"[figure]({root.name}/sweep/history.png)"}

@@ -16,26 +16,18 @@ import torch
 import yaml
 
 from local.common import io_utils
+from local.common.config import flatten
 from local.common.errors import RecipeError
 
 INIT_RECORD = "init_from.json"  # exp/<tag>/init_from.json: the source package and its SHA-256, from the first run
 SAME_MEANING = (("filterbank",), ("data", "n_src"), ("data", "sample_rate"))  # same shapes could still mean otherwise
 
 
-def _get(cfg, keys):
-    for key in keys:
-        cfg = (cfg or {}).get(key)
-    return cfg
-
-
-def _flat(value, prefix):
-    if isinstance(value, dict):
-        return {k2: v2 for k, v in value.items() for k2, v2 in _flat(v, f"{prefix}.{k}").items()}
-    return {prefix: value}
-
-
 def _differing(ours, theirs, keys):
-    mine, other = _flat(_get(ours, keys), ".".join(keys)), _flat(_get(theirs, keys), ".".join(keys))
+    """'key = theirs there, ours here' for each key under the group `keys` (e.g. ('data', 'n_src')) that differs."""
+    prefix = ".".join(keys)
+    mine = {k: v for k, v in flatten(ours).items() if k == prefix or k.startswith(prefix + ".")}
+    other = {k: v for k, v in flatten(theirs).items() if k == prefix or k.startswith(prefix + ".")}
     return [f"{k} = {other.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(other))
             if mine.get(k) != other.get(k)]
 
@@ -71,8 +63,9 @@ def load_initial_weights(model, cfg, exp_dir=None):
     try:
         package = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         state = package["state_dict"]
-    except Exception as err:
-        raise RecipeError(f"training.init_from: {package_path} is not a model package that loads ({err})") from None
+    except Exception:  # torch's message runs over many lines; the file is what the user can act on
+        raise RecipeError(f"training.init_from: {package_path} is not a model package that loads; give an experiment "
+                          f"folder or its best_model.pth (written by stage 2)") from None
     where = f"training.init_from: {package_path}"
     if package.get("model_name") != type(model).__name__:
         raise RecipeError(f"{where} holds a {package.get('model_name')}, this config builds a {type(model).__name__}; "
