@@ -25,7 +25,7 @@ from local.data.dataset import ViewDataset
 from local.data.sources import load_sources
 from local.data.view_csv import views_dir
 from local.models import build_model
-from local.training.losses import make_loss
+from local.training.losses import batch_loss, make_loss
 
 
 def _loader(data_dir, cfg, cached):
@@ -51,7 +51,7 @@ def train_epoch(loader, cfg):
     start = time.perf_counter()
     for mixture, sources in loader:
         optimizer.zero_grad()
-        value = loss(model, mixture, sources) if getattr(loss, "uses_model", False) else loss(model(mixture), sources)
+        value = batch_loss(loss, model, mixture, sources)
         value.backward()
         optimizer.step()
     return time.perf_counter() - start
@@ -63,11 +63,10 @@ def main(argv=None):
     parser.add_argument("--folder", required=True, help="a prepared dataset of 44.1-48 kHz files (data/<dataset>)")
     parser.add_argument("--synth", default="data/synth")
     parser.add_argument("--tag", default="lstm_2src_sisdr")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, choices=range(1, 11), metavar="1..10")
     parser.add_argument("--out", default="exp/benchmarks/epoch_time.json")
     args = parser.parse_args(argv)
     cfg = load_config(args.tag)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     settings = {"synth": (Path(args.synth), True), "folder_cached": (Path(args.folder), True),
                 "folder_uncached": (Path(args.folder), False)}
     times = {name: {"read": [], "train": []} for name in settings}

@@ -16,7 +16,7 @@ import torch
 
 from local.common import io_utils
 from local.common.config import load_config
-from local.training.losses import make_loss
+from local.training.losses import batch_loss, make_loss
 from local.models import build_model, count_parameters
 
 DEFAULT_TAGS = ("lstm_2src", "vtf_2src", "stt_2src", "gab_2src", "drnn_2src", "srnn_2src", "sudormrf_2src",
@@ -37,7 +37,7 @@ def measure(tag, steps):
 
     def step():
         optimizer.zero_grad()
-        value = loss(model, mixture, sources) if getattr(loss, "uses_model", False) else loss(model(mixture), sources)
+        value = batch_loss(loss, model, mixture, sources)
         value.backward()
         optimizer.step()
 

@@ -266,6 +266,14 @@ def pairwise_loss(loss_cfg, filterbank, sample_rate):
     raise RecipeError(f"unknown loss.name '{name}'; known losses: {', '.join(LOSSES)}")
 
 
+def batch_loss(loss, model, mixture, sources):
+    """The loss of one batch: objectives that need the model's inner outputs (`uses_model`, e.g. deep clustering's
+    embeddings) take the model, the others its waveform estimates."""
+    if getattr(loss, "uses_model", False):
+        return loss(model, mixture, sources)
+    return loss(model(mixture), sources)
+
+
 def make_loss(cfg):
     """The training objective of an experiment config: a module (est, ref) -> scalar, or for
     deep clustering (model, mixture, sources) -> scalar."""

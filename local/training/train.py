@@ -35,7 +35,7 @@ from local.training.provenance import next_run_number, record_run
 from local.data.dataset import ViewDataset
 from local.data.dynamic_mixing import dynamic_mixing_dataset
 from local.common.errors import RecipeError
-from local.training.losses import make_loss
+from local.training.losses import batch_loss, make_loss
 from local.models import build_model, count_parameters, model_package
 from local.training.resumable import AtomicCheckpointIO, EpochBatchSampler, LastCheckpoint, ResumeState
 
@@ -64,9 +64,7 @@ class SeparationSystem(System):
 
     def common_step(self, batch, batch_nb, train=True):
         inputs, targets = batch
-        if getattr(self.loss_func, "uses_model", False):  # e.g. deep clustering: embeddings, not waveforms
-            return self.loss_func(self.model, inputs, targets)
-        return self.loss_func(self(inputs), targets)
+        return batch_loss(self.loss_func, self.model, inputs, targets)
 
     # sync_dist: with several ranks, the logged losses are means over all of them, so that every rank
     # takes the same checkpoint, scheduler and early-stopping decisions.
