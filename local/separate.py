@@ -9,7 +9,6 @@ back with torchaudio), any number of channels (downmixed), any length: files lon
 are processed in half-overlapping windows with Asteroid's `LambdaOverlapAdd`, which also keeps the
 source order consistent from window to window.
 """
-import argparse
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torchaudio
 from asteroid.dsp.overlap_add import LambdaOverlapAdd
 
 from local.common import io_utils
+from local.common.cli import separate_parser
 from local.common.errors import RecipeError, exit_on_recipe_error
 from local.models import load_model, n_sources
 from local.data.scp import read_scp
@@ -82,13 +82,7 @@ def separate(exp, out, items, window_seconds=8.0):
 
 @exit_on_recipe_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="utils/separate.sh", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exp", required=True, help="experiment folder (exp/<tag>) or a best_model.pth")
-    parser.add_argument("--out", required=True, help="output folder: <out>/spk<i>/<key>")
-    parser.add_argument("--scp", help="'<key> <path>' list of mixtures")
-    parser.add_argument("--window_seconds", type=float, default=8.0, help="longer inputs are separated in windows")
-    parser.add_argument("wavs", nargs="*", help="audio files to separate")
+    parser = separate_parser()
     args = parser.parse_args(argv)
     separate(args.exp, args.out, inputs_from(args), args.window_seconds)
 

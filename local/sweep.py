@@ -38,6 +38,7 @@ import pytorch_lightning as pl
 import yaml
 
 from local.common import io_utils, ownership
+from local.common.cli import sweep_parser
 from local.common.config import load_config
 from local.common.errors import RecipeError, exit_on_recipe_error
 from local.data.sources import load_sources
@@ -311,20 +312,7 @@ def run_sh_overrides(extra):
 
 @exit_on_recipe_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m local.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tag", required=True)
-    parser.add_argument("--sweep", required=True, help="search space, e.g. conf/sweeps/lstm.yml")
-    parser.add_argument("--n_trials", type=int, default=10, help="finished (complete or pruned) trials wanted in all")
-    parser.add_argument("--storage", default="", help="'' (SQLite next to the trials), journal:PATH, or a database URL")
-    parser.add_argument("--exp_dir", default="exp")
-    parser.add_argument("--data_root", default="data")
-    parser.add_argument("--data_dir", default="")
-    parser.add_argument("--dataset", default="")
-    parser.add_argument("--nj", type=int, default=1, help="parallel jobs of the evaluations")
-    parser.add_argument("--trial_minutes", type=float, default=None, help="training budget per trial (overrides "
-                        "the sweep file's trial_minutes)")
-    parser.add_argument("overrides", nargs="*", help="config overrides group.key=value (or --group.key value)")
+    parser = sweep_parser()
     args, extra = parser.parse_known_args(argv)
     args.overrides = list(args.overrides) + run_sh_overrides(extra)
     if args.n_trials < 1:

@@ -132,10 +132,12 @@ def test_kill_9_mid_epoch_then_resume_reaches_the_uninterrupted_weights(work):
 
 
 def test_dynamic_mixing_resumes_exactly_after_kill_9(work):
-    """New training mixtures every epoch (drawn per item from its epoch and index), killed in epoch 1, where the
-    mixtures are no longer the stage-1 views: the resumed run still reaches the uninterrupted weights."""
+    """New training mixtures every epoch (drawn per item from its epoch and index), their sources sped up or
+    slowed and equalised (data.augmentation), killed in epoch 1, where the mixtures are no longer the stage-1
+    views: the resumed run still reaches the uninterrupted weights."""
     figures = kill_and_resume(work, "tiny", work / "exp_kill_dm", kill_after_step=20,
-                              overrides=["training.epochs=2", "data.dynamic_mixing=true"])
+                              overrides=["training.epochs=2", "data.dynamic_mixing=true",
+                                         "data.augmentation.speed=0.1", "data.augmentation.eq_db=6"])
     print(json.dumps(figures))
     assert figures["killed_returncode"] == -9 and figures["resumed"] and 16 < figures["resumed_from_step"] <= 20
     assert figures["final_steps"] == [32, 32]

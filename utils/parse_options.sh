@@ -11,6 +11,9 @@
 #                  which check the key against the config.
 # Parsing stops at the first argument that does not start with "--"; the rest stay in "$@".
 # Copyright note: follows the conventions of Kaldi's utils/parse_options.sh (Apache 2.0), rewritten.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then  # run, not sourced: --help answers here
+  . "$(dirname "$0")/help.sh"; if listener_help "$0" "$@"; then exit 0; fi
+fi
 
 declare -a config_overrides=("${config_overrides[@]+"${config_overrides[@]}"}")
 

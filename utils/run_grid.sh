@@ -8,10 +8,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 usage="usage: $0 GRID_FILE [run.sh options]  (GRID_FILE lists tags under 'cells:', e.g. conf/grids/wildmix.yml)"
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
-  echo "$usage"
-  exit 0
-fi
+. "$root/utils/help.sh"
+if listener_help "$0" "$@"; then exit 0; fi
 if [ $# -lt 1 ] || [ ! -f "$1" ]; then
   echo "$usage" >&2
   exit 1

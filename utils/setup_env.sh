@@ -8,6 +8,9 @@
 #   LISTENER_VENV    where the environment lives (default: <repo>/.venv)
 #   LISTENER_PYTHON  the interpreter that creates it (default: python3, needs >= 3.10)
 # Afterwards $LISTENER_PY is the environment's python and <repo> is on PYTHONPATH.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then  # run, not sourced: --help answers here
+  . "$(dirname "$0")/help.sh"; if listener_help "$0" "$@"; then exit 0; fi
+fi
 
 _se_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _se_venv="${LISTENER_VENV:-$_se_root/.venv}"

@@ -5,6 +5,8 @@
 # Several workers (this machine or others over a shared exp/ and storage) may run the same command: they
 # share the study and take the next trial each. Every option of python -m local.sweep --help applies.
 set -euo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/help.sh"
+if listener_help "$0" "$@"; then listener_cli_help sweep; exit 0; fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$root/utils/setup_env.sh"
 exec "$LISTENER_PY" -m local.sweep "$@"

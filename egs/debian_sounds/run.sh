@@ -10,5 +10,7 @@
 # Needs the package lists (`apt-get update` as root once). data/, exp/ and downloads/ are written in the
 # current directory. Every option of ../../run.sh --help applies.
 set -euo pipefail
+. "$(dirname "$0")/../../utils/help.sh"
+if listener_help "$0" "$@"; then echo; exec "$(dirname "$0")/../../run.sh" --help; fi
 exec "$(dirname "$0")/../../run.sh" --dataset debian_sounds --data.format debian_sounds \
   --data_dir downloads/debian_sounds --data.file_selection_range null "$@"

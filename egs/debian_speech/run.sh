@@ -10,6 +10,8 @@
 # Needs the package lists (`apt-get update` as root once). data/, exp/ and downloads/ are written in the
 # current directory. Every option of ../../run.sh --help applies.
 set -euo pipefail
+. "$(dirname "$0")/../../utils/help.sh"
+if listener_help "$0" "$@"; then echo; exec "$(dirname "$0")/../../run.sh" --help; fi
 exec "$(dirname "$0")/../../run.sh" --tag upit_lstm_2spk --dataset debian_speech \
   --data.format debian_speech --data_dir downloads/debian_speech --data.sample_rate 8000 \
   --data.disjoint_labels false --data.file_selection_range null "$@"

@@ -5,5 +5,7 @@
 # train, 4 validates, 5 tests (data.folds); clips are resampled from 44.1 kHz to the recipe's rate on
 # the fly. data/ and exp/ are written in the current directory. Every option of ../../run.sh --help applies.
 set -euo pipefail
+. "$(dirname "$0")/../../utils/help.sh"
+if listener_help "$0" "$@"; then echo; exec "$(dirname "$0")/../../run.sh" --help; fi
 exec "$(dirname "$0")/../../run.sh" --dataset esc50 --data.format esc50 --data.sample_rate 16000 \
   --data.mixture_seconds 4.0 --data.file_selection_range null "$@"

@@ -6,6 +6,8 @@
 # Only manually verified clips are used; per category, files [0, 40) train, [40, 50) validate and
 # [50, 60) test, as in the WildMix study; categories with fewer than 51 verified clips are left out.
 set -euo pipefail
+. "$(dirname "$0")/../../utils/help.sh"
+if listener_help "$0" "$@"; then echo; exec "$(dirname "$0")/../../run.sh" --help; fi
 exec "$(dirname "$0")/../../run.sh" --dataset fsdkaggle2018 --data.format fsdkaggle2018 --data.sample_rate 16000 \
   --data.mixture_seconds 4.0 --data.drop_small_categories true \
   --data.file_selection_range "{train: [0, 40], val: [40, 50], test: [50, 60]}" "$@"

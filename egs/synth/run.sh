@@ -6,4 +6,6 @@
 #   cd egs/synth && ../../utils/sweep.sh --tag lstm_2src --sweep ../../conf/sweeps/lstm.yml --n_trials 10
 # Every option of ../../run.sh --help applies.
 set -euo pipefail
+. "$(dirname "$0")/../../utils/help.sh"
+if listener_help "$0" "$@"; then echo; exec "$(dirname "$0")/../../run.sh" --help; fi
 exec "$(dirname "$0")/../../run.sh" "$@"

@@ -88,6 +88,8 @@ RULES = {
     "data.n_classes": integer(lo=2, null=True),
     "data.mixing_policy": choice("t0", "t1", "t2"),
     "data.dynamic_mixing": boolean(),
+    "data.augmentation.speed": number(lo=0, hi=0.45),
+    "data.augmentation.eq_db": number(lo=0, hi=24),
     "filterbank.n_filters": integer(lo=2),
     "filterbank.kernel_size": integer(lo=2),
     "filterbank.stride": integer(lo=1),

@@ -61,12 +61,15 @@ class ViewDataset(Dataset):
             return mixture, sources, row.to_dict()
         return mixture, sources
 
-    def mix(self, row, index):
-        """(mixture [T], sources [n_src, T]) of one view row (`index` names the CSV row in errors)."""
+    def mix(self, row, index, perturb=None):
+        """(mixture [T], sources [n_src, T]) of one view row (`index` names the CSV row in errors); `perturb`
+        (segment -> segment) changes each source before its gain (local/data/augmentation.py)."""
         length = int(row["length"])
         sources = torch.zeros(self.n_src, length)
         for i in range(self.n_src):
             segment = self._read_segment(index, self.root / row[f"path_{i}"], int(row[f"start_{i}"]), int(row[f"end_{i}"]))
+            if perturb is not None:
+                segment = perturb(segment)
             offset = int(row[f"mix_start_{i}"])
             segment = segment[: length - offset] * float(10 ** (row[f"gain_db_{i}"] / 20))
             sources[i, offset : offset + len(segment)] = segment

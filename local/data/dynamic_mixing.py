@@ -9,11 +9,12 @@ Reproducible and exactly resumable: the batch sampler hands out `epoch * n + i` 
 `epoch_in_index`), and item i of epoch e is drawn from its own random stream seeded by (view_seed, n_src, e,
 i) with its own domain tag (local/common/seeding.py), so any worker, any process count and a resumed run build the same mixture for the same step. Epoch 0 is
 the stage-1 view CSV itself, so the first epoch equals that of a run without dynamic mixing. Validation and
-test views stay fixed.
+test views stay fixed. `data.augmentation` perturbs the sources of epochs >= 1 (local/data/augmentation.py).
 """
 from pathlib import Path
 
 from local.common.errors import RecipeError
+from local.data import augmentation
 from local.data.dataset import ViewDataset
 from local.data.sources import load_sources
 from local.data.views import check_enough_labels, draw_view, split_candidates
@@ -33,6 +34,7 @@ class DynamicMixingDataset(ViewDataset):
         self.seed = int(data_cfg["view_seed"])
         self.policy = data_cfg.get("mixing_policy", "t0")
         self.min_overlap = float(data_cfg["min_overlap"])
+        self.augmenter = augmentation.Augmenter(augmentation.settings(data_cfg), self.seed, self.n_src)
 
     def view(self, epoch, index):
         """The view row of item `index` in `epoch` (epoch 0: the stage-1 CSV's row)."""
@@ -45,7 +47,11 @@ class DynamicMixingDataset(ViewDataset):
 
     def __getitem__(self, code):
         epoch, index = divmod(int(code), len(self))
-        return self.mix(self.view(epoch, index), index)
+        perturb = None
+        if epoch > 0 and self.augmenter:
+            rng = self.augmenter.stream(epoch, index)
+            perturb = lambda segment: self.augmenter.perturb(segment, self.sample_rate, rng)  # noqa: E731
+        return self.mix(self.view(epoch, index), index, perturb)
 
 
 def dynamic_mixing_dataset(csv_path, data_cfg):
@@ -58,3 +64,10 @@ def dynamic_mixing_dataset(csv_path, data_cfg):
         raise RecipeError("data.dynamic_mixing: the wsj0-2mix / LibriMix lists pair fixed utterances (s1, s2 are folders, "
                           "not speakers); dynamic mixing needs a dataset of labelled source files. Set it to false.")
     return DynamicMixingDataset(csv_path, data_dir, data_cfg)
+
+
+def check_augmentation(data_cfg):
+    """`data.augmentation` applies to dynamically mixed training items only: refuse it without them."""
+    if augmentation.settings(data_cfg) and not data_cfg.get("dynamic_mixing"):
+        raise RecipeError("data.augmentation perturbs dynamically mixed training sources: set "
+                          "data.dynamic_mixing: true, or set data.augmentation's speed and eq_db to 0")

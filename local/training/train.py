@@ -33,7 +33,7 @@ from local.models.card import model_card
 from local.training.finetune import INIT_RECORD, load_initial_weights
 from local.training.provenance import next_run_number, record_run
 from local.data.dataset import ViewDataset
-from local.data.dynamic_mixing import dynamic_mixing_dataset
+from local.data.dynamic_mixing import check_augmentation, dynamic_mixing_dataset
 from local.common.errors import RecipeError
 from local.training.losses import batch_loss, make_loss
 from local.models import build_model, count_parameters, model_package
@@ -235,6 +235,7 @@ def make_scheduler(optimizer, optim_cfg, epochs):
 def make_loaders(cfg, views, root):
     tcfg = cfg["training"]
     dynamic = bool(cfg["data"]["dynamic_mixing"])
+    check_augmentation(cfg["data"])
     train_set = dynamic_mixing_dataset(views / "train.csv", cfg["data"]) if dynamic else ViewDataset(views / "train.csv", root)
     val_set = ViewDataset(views / "val.csv", root)
     for ds in (train_set, val_set):

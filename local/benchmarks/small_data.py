@@ -1,0 +1,154 @@
+"""Benchmark: augmentation on small real datasets (issue 20, item 5), paired on the same test mixtures.
+
+    python -m local.benchmarks.small_data --listing egs/debian_sounds/downloads/debian_sounds \
+        --work exp/benchmarks/small_data --epochs 6
+
+A researcher's own folder has a few dozen recordings per category; debian_sounds has up to 180 drum hits of a
+kind. Two protocols built from the debian_sounds listing (stage 0 of egs/debian_sounds) bring it down to that:
+
+- `small30`: at most 30 training files per category (a seeded choice), validation and test as listed;
+- `lopo`: leave one package out: every test sound comes from `--held_out` (default sonic-pi-samples, recorded
+  apart from the drum kits of the others), on the categories the other packages also have; training and
+  validation files come from the other packages (15 % of each category's files for validation, at most 30 for
+  training), so the model is tested on recordings of a library it never heard.
+
+Each protocol is a `listing` folder (links to the unpacked packages plus listing.csv) and is trained with the
+project's folder default (`./run.sh --data.format listing`) for `--epochs` epochs in each arm:
+fixed views; dynamic mixing (new files, offsets and levels every epoch); dynamic mixing with speed
+perturbation; dynamic mixing with equalisation. The same seed, the same test views; gains are paired per test
+mixture (bootstrap 95 % intervals): dynamic mixing against fixed views, each perturbation against dynamic
+mixing alone. Epochs, not minutes, so that the figures do not depend on what else runs on the machine. Run
+again in the same `--work`, it reuses finished arms.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from local.benchmarks import publish
+from local.benchmarks.budget import overlapping_rows
+from local.common import seeding
+from local.evaluation.uncertainty import paired_difference
+
+ROOT = Path(__file__).resolve().parents[2]
+ARMS = {
+    "fixed": ["--data.dynamic_mixing", "false"],
+    "dynamic": ["--data.dynamic_mixing", "true"],
+    "dynamic_speed": ["--data.dynamic_mixing", "true", "--data.augmentation.speed", "0.1"],
+    "dynamic_eq": ["--data.dynamic_mixing", "true", "--data.augmentation.eq_db", "6"],
+}
+PAIRS = (("fixed", "dynamic"), ("dynamic", "dynamic_speed"), ("dynamic", "dynamic_eq"))
+MAX_TRAIN = 30
+
+
+def _cap(rows, limit, rng):
+    """At most `limit` rows, a seeded choice."""
+    if len(rows) <= limit:
+        return rows
+    return rows.iloc[sorted(rng.choice(len(rows), size=limit, replace=False))]
+
+
+def small30(listing, seed=0):
+    """The listing with at most MAX_TRAIN training files per category."""
+    rng = seeding.stream("protocol", seed, 0)
+    parts = [listing[listing["split"] != "train"]]
+    for _, rows in listing[listing["split"] == "train"].sort_values("path").groupby("label", sort=True):
+        parts.append(_cap(rows, MAX_TRAIN, rng))
+    return pd.concat(parts).sort_values("path")
+
+
+def leave_one_package_out(listing, held_out, seed=0):
+    """Test: `held_out`'s files; train and val: the other packages', on the categories both sides have."""
+    rng = seeding.stream("protocol", seed, 1)
+    test, rest = listing[listing["package"] == held_out], listing[listing["package"] != held_out]
+    labels = sorted(set(test["label"]) & set(rest["label"]))
+    out = [test[test["label"].isin(labels)].assign(split="test")]
+    for label in labels:
+        rows = rest[rest["label"] == label].sort_values("path")
+        order = rng.permutation(len(rows))
+        n_val = max(1, int(round(0.15 * len(rows))))
+        out.append(rows.iloc[sorted(order[:n_val])].assign(split="val"))
+        out.append(_cap(rows.iloc[sorted(order[n_val:])], MAX_TRAIN, rng).assign(split="train"))
+    return pd.concat(out).sort_values("path")
+
+
+def write_protocol(listing_dir, name, rows, work):
+    """A listing folder: one link per top-level folder of the original, and listing.csv."""
+    folder = work / "folders" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for top in sorted({p.split("/")[0] for p in rows["path"]}):
+        link = folder / top
+        if not link.exists():
+            link.symlink_to((listing_dir / top).resolve())
+    rows.to_csv(folder / "listing.csv", index=False)
+    counts = rows.groupby(["split"]).size().to_dict()
+    print(f"{name}: {rows['label'].nunique()} categories, files per split {counts}", flush=True)
+    return folder
+
+
+def run_arm(protocol, folder, arm, epochs, work, extra):
+    exp = work / f"exp_{protocol}_{arm}"
+    metrics = exp / "lstm_2src_sisdr" / "eval" / "metrics.csv"
+    if metrics.is_file():
+        print(f"{protocol} {arm}: reusing {metrics}", flush=True)
+        return pd.read_csv(metrics)
+    log = work / f"{protocol}_{arm}.log"
+    command = [str(ROOT / "run.sh"), "--stage", "0", "--stop_stage", "3", "--dataset", protocol,
+               "--data.format", "listing", "--data_dir", str(folder), "--data.file_selection_range", "null",
+               "--exp_dir", str(exp), "--training.epochs", str(epochs), *ARMS[arm], *extra]
+    print("$ " + " ".join(command), flush=True)
+    with open(log, "w") as out:
+        done = subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT, env=os.environ)
+    if done.returncode != 0:
+        sys.exit(f"small_data: {protocol} {arm} failed (exit {done.returncode}); see {log}")
+    return pd.read_csv(metrics)
+
+
+def summarise(per_arm):
+    rows = {arm: {"si_sdri": float(m["si_sdri"].mean()), "n_mixtures": int(len(m)),
+                  "si_sdri_overlapping": float(overlapping_rows(m)["si_sdri"].mean())} for arm, m in per_arm.items()}
+    gains = []
+    for a, b in PAIRS:
+        both = per_arm[a].merge(per_arm[b], on="mixture_id", suffixes=("_a", "_b"))
+        gains.append({"baseline": a, "arm": b, **paired_difference(both["si_sdri_a"], both["si_sdri_b"])})
+    return {"arms": rows, "paired_gains": gains}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--listing", default="egs/debian_sounds/downloads/debian_sounds",
+                        help="the debian_sounds folder with listing.csv (stage 0 of egs/debian_sounds)")
+    parser.add_argument("--work", default="exp/benchmarks/small_data")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--held_out", default="sonic-pi-samples", help="lopo: the package tested on")
+    parser.add_argument("--protocols", nargs="+", choices=("small30", "lopo"), default=["small30", "lopo"])
+    parser.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS))
+    parser.add_argument("--out", default="egs/debian_sounds/small_data.json")
+    parser.add_argument("extra", nargs="*", help="more run.sh options, after --")
+    args = parser.parse_args(argv)
+    listing_dir = Path(args.listing).resolve()
+    if not (listing_dir / "listing.csv").is_file():
+        sys.exit(f"small_data: {listing_dir}/listing.csv not found: run stage 0 of egs/debian_sounds first")
+    listing = pd.read_csv(listing_dir / "listing.csv", keep_default_na=False)
+    listing = listing[listing["split"] != ""]
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    builders = {"small30": lambda: small30(listing), "lopo": lambda: leave_one_package_out(listing, args.held_out)}
+    result = {"epochs": args.epochs, "held_out": args.held_out, "max_train_files_per_category": MAX_TRAIN,
+              "command": " ".join(["python -m local.benchmarks.small_data", *(argv or sys.argv[1:])]), "protocols": {}}
+    for protocol in args.protocols:
+        folder = write_protocol(listing_dir, protocol, builders[protocol](), work)
+        per_arm = {arm: run_arm(protocol, folder, arm, args.epochs, work, args.extra) for arm in args.arms}
+        result["protocols"][protocol] = summarise(per_arm) if set(ARMS) <= set(per_arm) else {
+            "arms": {arm: float(m["si_sdri"].mean()) for arm, m in per_arm.items()}}
+        print(json.dumps(result["protocols"][protocol], indent=1), flush=True)
+    publish(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
