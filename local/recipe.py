@@ -10,8 +10,9 @@ a one-line message and exit status 1.
 import argparse
 from pathlib import Path
 
-from local.common.config import evaluation_config, load_config, override_keys
+from local.common.config import load_config, override_keys
 from local.common.errors import RecipeError, exit_on_recipe_error
+from local.common.frozen import evaluation_config
 from local.common.ownership import ExperimentOwnership
 from local.data.prepare import GENERATED
 

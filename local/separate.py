@@ -20,8 +20,8 @@ from asteroid.dsp.overlap_add import LambdaOverlapAdd
 from local.common import io_utils
 from local.common.cli import separate_parser
 from local.common.errors import RecipeError, exit_on_recipe_error
-from local.models import load_model, n_sources
 from local.data.scp import read_scp
+from local.models import load_model, n_sources
 
 
 def read_mono(path):
@@ -42,7 +42,8 @@ class Separator:
         self.model, self.n_src = model.eval(), n_sources(model)
         self.sample_rate = int(model.sample_rate)
         self.window = int(window_seconds * self.sample_rate)
-        self.ola = LambdaOverlapAdd(model, self.n_src, self.window, self.window // 2, window="hann", reorder_chunks=True)
+        self.ola = LambdaOverlapAdd(model, self.n_src, self.window, self.window // 2, window="hann",
+                                    reorder_chunks=True)
 
     @torch.inference_mode()
     def __call__(self, audio, sr):
@@ -76,7 +77,8 @@ def separate(exp, out, items, window_seconds=8.0):
         name = key if Path(key).suffix else f"{key}.wav"
         for i, est in enumerate(estimates, 1):
             io_utils.write_wav(out / f"spk{i}" / name, est.numpy(), sr)
-        print(f"  {number}/{len(items)} {key}: {len(audio) / sr:.1f} s at {sr} Hz -> {len(estimates)} sources", flush=True)
+        print(f"  {number}/{len(items)} {key}: {len(audio) / sr:.1f} s at {sr} Hz -> {len(estimates)} sources",
+              flush=True)
     print(f"separate: wrote {len(items)} x {separator.n_src} files under {out}/spk*/ in {time.time() - start:.1f} s")
 
 

@@ -51,7 +51,8 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 def load_sweep(path):
     """The sweep file: {seed, trial_minutes, pruner: {n_startup_trials, n_warmup_steps}, overrides: [key=value set in
-    every trial], params: {key: spec}} with spec {type: float|int, low, high, log?, step?} or {type: categorical, choices: [...]}."""
+    every trial], params: {key: spec}} with spec {type: float|int, low, high, log?, step?} or
+    {type: categorical, choices: [...]}."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"sweep file {path} not found (examples: conf/sweeps/*.yml)")
@@ -87,7 +88,8 @@ def check_space(tag, overrides, sweep):
     from local.models import build_model
 
     for end in (0, -1):
-        values = [f"{key}={json.dumps(spec['choices'][end] if spec['type'] == 'categorical' else spec[('low', 'high')[end]])}"
+        values = [f"{key}="
+                  f"{json.dumps(spec['choices'][end] if spec['type'] == 'categorical' else spec[('low', 'high')[end]])}"
                   for key, spec in sweep["params"].items()]
         build_model(load_config(tag, overrides + sweep["overrides"] + values))  # RecipeError naming the key
 
@@ -194,7 +196,8 @@ def run_trial(trial, args, sweep, trials_dir, data_dir):
                  + [f"training.max_minutes={sweep['trial_minutes']}"])
     cfg = load_config(args.tag, overrides)
     exp_dir = trials_dir / folder
-    print(f"sweep: trial {trial.number} in {exp_dir}: {' '.join(overrides[len(args.overrides) + len(sweep['overrides']):])}",
+    print(f"sweep: trial {trial.number} in {exp_dir}: "
+          f"{' '.join(overrides[len(args.overrides) + len(sweep['overrides']):])}",
           flush=True)
     with ownership.ExperimentOwnership(exp_dir):
         _, root = load_sources(data_dir)
@@ -246,7 +249,8 @@ def write_summary(study, sweep_dir, trials_dir, best_test, sweep, args, default_
     seconds = df.get("train_seconds", pd.Series(dtype=float))
     pruned_s = seconds[df["state"] == "pruned"].dropna() if len(df) else seconds
     complete_s = seconds[df["state"] == "complete"].dropna() if len(df) else seconds
-    summary = {"tag": args.tag, "sweep": str(args.sweep), "seed": sweep["seed"], "trial_minutes": sweep["trial_minutes"],
+    summary = {"tag": args.tag, "sweep": str(args.sweep), "seed": sweep["seed"],
+               "trial_minutes": sweep["trial_minutes"],
                "n_trials": args.n_trials, "counts": counts,
                "best_trial": best.number if best else None, "best_folder": trial_folder(best) if best else None,
                "best_params": best.params if best else None, "best_val_si_sdri": best.value if best else None,
@@ -334,9 +338,9 @@ def main(argv=None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=int(sweep["pruner"].get("n_startup_trials", 3)),
                                          n_warmup_steps=int(sweep["pruner"].get("n_warmup_steps", 0)))
-    study = optuna.create_study(study_name=args.tag, storage=make_storage(args.storage, sweep_dir), direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=int(sweep["seed"])), pruner=pruner,
-                                load_if_exists=True)
+    study = optuna.create_study(study_name=args.tag, storage=make_storage(args.storage, sweep_dir),
+                                direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(sweep["seed"])),
+                                pruner=pruner, load_if_exists=True)
     if sweep.get("start_from_default", True) and not study.get_trials(deepcopy=False):
         enqueue_default(study, cfg, sweep["params"])
     check_space(args.tag, args.overrides, sweep)

@@ -31,7 +31,8 @@ def test_every_figure_lands_in_its_cell(tmp_path):
     assert lines[2:] == [
         "| real | vtf (vtf_2src) | no | - | 3.00 [2.00, 4.00] / - / - | - |",
         "| synth | conv_tasnet (conv_tasnet_2src) | no | 1.12 [0.50, 1.75] / 1.12 / 1.00 | - | - |",
-        "| synth | lstm (lstm_2src_sisdr) | no | 7.50 [7.00, 8.00] / 7.25 / 7.75 | - | 14.25 [13.00, 15.50] / 14.25 / 14.50 |",
+        "| synth | lstm (lstm_2src_sisdr) | no | 7.50 [7.00, 8.00] / 7.25 / 7.75 | - | "
+        "14.25 [13.00, 15.50] / 14.25 / 14.50 |",
         "| synth | lstm (lstm_2src_sisdr) | yes | 6.50 [6.00, 7.00] / 6.50 / 6.75 | - | - |",
     ]
     rows = json.loads((tmp_path / "m.json").read_text())["rows"]

@@ -55,13 +55,16 @@ def test_diff_lists_changed_keys():
 
 
 def _freeze(cfg, path):
-    path.write_text(yaml.safe_dump(cfg))  # as stage 2 writes it (the tag included)
+    from local.common.frozen import write_frozen
+
+    write_frozen(cfg, path)  # as stage 2 writes it (the tag included)
     return path
 
 
 def test_stage_3_refuses_a_mapping_override_that_contradicts_the_trained_config(tmp_path):
     """`data.n_mixtures={...}` sets data.n_mixtures.test, etc.: that key is as explicit as one named in full."""
-    from local.common.config import evaluation_config, override_keys
+    from local.common.config import override_keys
+    from local.common.frozen import evaluation_config
 
     frozen = _freeze(load_config("lstm_2src"), tmp_path / "conf.yml")
     overrides = ["data.n_mixtures={train: 10, val: 5, test: 7}"]
@@ -72,24 +75,30 @@ def test_stage_3_refuses_a_mapping_override_that_contradicts_the_trained_config(
     assert evaluation_config(frozen, load_config("lstm_2src", ok), override_keys(ok))["eval"]["max_mixtures"] == 3
 
 
-@pytest.mark.parametrize("tag", ["chimera_dprnn_2spk_small", "dpcl_dprnn_2spk_small"])
-def test_experiments_trained_before_the_chimera_keys_keep_their_objective(tag, tmp_path):
-    """Before loss.dc and loss.mi existed, the objective was classic DC plus a magnitude MI loss at alpha 0.5.
-    A conf.yml of that time, read with today's defaults, must still describe that objective, and resuming
-    a deep-clustering experiment of that time must not be refused."""
-    from local.common.config import evaluation_config
-    from local.training.train import check_frozen_config
+def test_a_conf_yml_of_another_format_is_refused_in_one_line_and_a_newer_key_takes_its_default(tmp_path):
+    """conf.yml carries format_version: a file without it (an older version of listener) is refused by every
+    stage that reads it, naming the file and what to do; within the format, a key the file lacks (added to
+    common.yml since) takes its default, so an experiment frozen before it continues unchanged."""
+    from local.common.frozen import check_frozen_config, evaluation_config, read_frozen
+    from local.models import build_model
+    from local.training.finetune import load_initial_weights
 
-    cfg = load_config(tag)
-    old = dict(cfg, loss={k: v for k, v in cfg["loss"].items() if k not in ("dc", "mi")})
-    old["loss"]["alpha"] = 0.5
+    cfg = load_config("dpcl_dprnn_2spk_small")
     exp = tmp_path / "exp"
     exp.mkdir()
-    _freeze(old, exp / "conf.yml")
-    loss = evaluation_config(exp / "conf.yml", cfg, set())["loss"]
-    assert (loss["dc"], loss["mi"], loss["alpha"]) == ("classic", "magnitude", 0.5)
-    if tag.startswith("dpcl"):  # the tag's conf did not change: re-running it continues the experiment
-        assert check_frozen_config(load_config(tag), exp) == []
+    (exp / "conf.yml").write_text(yaml.safe_dump(cfg))  # no format_version
+    (exp / "best_model.pth").write_bytes(b"")
+    refusal = r"conf.yml was made by an older version of listener \(conf.yml format 0, this one reads 1\): delete"
+    with pytest.raises(RecipeError, match=refusal):
+        evaluation_config(exp / "conf.yml", cfg, set())
+    with pytest.raises(RecipeError, match=refusal):
+        check_frozen_config(load_config("dpcl_dprnn_2spk_small"), exp)
+    with pytest.raises(RecipeError, match="training.init_from: .*" + refusal):
+        load_initial_weights(build_model(cfg), dict(cfg, training=dict(cfg["training"], init_from=str(exp))))
+    lacking = dict(cfg, loss={k: v for k, v in cfg["loss"].items() if k != "dc_weights"})
+    _freeze(lacking, exp / "conf.yml")
+    assert read_frozen(exp / "conf.yml")["loss"]["dc_weights"] == load_config("lstm_2src")["loss"]["dc_weights"]
+    assert check_frozen_config(load_config("dpcl_dprnn_2spk_small"), exp) == []
 
 
 @pytest.mark.parametrize("tag", ["lstm_2src", "dpcl_dprnn_2spk_small"])

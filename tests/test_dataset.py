@@ -4,8 +4,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from local.data.dataset import ViewDataset
 from local.common.errors import RecipeError
+from local.data.dataset import ViewDataset
 from local.data.sources import load_sources
 from local.data.view_csv import views_dir
 
@@ -57,7 +57,8 @@ def test_resampling_a_file_at_another_rate(tmp_path):
 def test_row_pointing_past_the_end_of_a_file_is_named(tmp_path):
     sf.write(tmp_path / "short.wav", np.zeros(500), 8000)
     csv = _one_row_view(tmp_path, "short.wav", 100, 900)
-    with pytest.raises(RecipeError, match=r"view.csv row 2: segment \[100, 900\) lies outside .*short.wav \(500 samples\)"):
+    with pytest.raises(RecipeError,
+                       match=r"view.csv row 2: segment \[100, 900\) lies outside .*short.wav \(500 samples\)"):
         ViewDataset(csv, tmp_path)[0]
 
 

@@ -1,5 +1,4 @@
 """The Debian real-recordings datasets on a fixture tree in the unpacked packages' layout (no network)."""
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,7 +41,8 @@ License: CC0-1.0
 def _sound(path, seed, sr=44100, seconds=0.4, channels=1):
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    data = 0.2 * rng.standard_normal((int(sr * seconds), channels)) * np.exp(-np.linspace(0, 5, int(sr * seconds)))[:, None]
+    data = (0.2 * rng.standard_normal((int(sr * seconds), channels))
+            * np.exp(-np.linspace(0, 5, int(sr * seconds)))[:, None])
     sf.write(path, data, sr)
 
 
@@ -139,8 +139,9 @@ def test_sound_listing_keeps_kits_whole_names_bad_files_and_licenses(unpacked, c
 
 def test_stage_0_and_1_on_the_listing(unpacked, tmp_path):
     debian.build(unpacked, "sounds", min_per_split={"train": 2, "val": 1, "test": 1})
-    cfg = load_config("lstm_2src", ["data.format=listing", f"data.source_dir={unpacked}", "data.file_selection_range=null",
-                                    "data.mixture_seconds=0.5", "data.n_mixtures={train: 4, val: 2, test: 2}"])
+    cfg = load_config("lstm_2src", ["data.format=listing", f"data.source_dir={unpacked}",
+                                    "data.file_selection_range=null", "data.mixture_seconds=0.5",
+                                    "data.n_mixtures={train: 4, val: 2, test: 2}"])
     data_dir = tmp_path / "data"
     prepare(cfg["data"], data_dir)
     sources, root = load_sources(data_dir)
@@ -170,3 +171,27 @@ def test_listing_errors_name_the_row_and_the_tool(unpacked, tmp_path, monkeypatc
     with pytest.raises(RecipeError, match=r"apt-get not found: fetching the packages needs Debian/Ubuntu tools"):
         debian.fetch(tmp_path / "fresh", ["lmms-common"])
     assert not list((tmp_path / "fresh").glob("lmms-common*"))
+
+
+def test_pretraining_listing_joins_sounds_every_voice_as_speech_and_synth(unpacked, monkeypatch):
+    """kind 'all' (egs/pretrain_sounds): the sound categories, every prompt of every voice as "speech" (a prompt
+    whose name a sound rule would match stays speech), the synthetic categories rendered as files, with licenses."""
+    for package in debian.SPEECH_PACKAGES:
+        deb = unpacked / "debs" / f"{package}_1.0-1_all.deb"
+        deb.write_bytes(b"!<arch>\n")
+        (unpacked / package / "usr/share/doc" / package).mkdir(parents=True)
+        (unpacked / package / ".unpacked").write_text(deb.name + "\n")
+        (unpacked / package / "usr/share/doc" / package / "copyright").write_text(SONIC_COPYRIGHT)
+        for i, name in enumerate(("hello", "goodbye", "bd_kick", "one", "two")):
+            _sound(unpacked / package / "usr/share/asterisk/sounds" / f"{name}.wav", 5000 + i, sr=8000)
+    monkeypatch.setattr(debian, "SYNTH_CLIPS_PER_CATEGORY", 8)
+    listing = debian.build(unpacked, "all", min_per_split={"train": 2, "val": 1, "test": 1})
+    df = pd.read_csv(listing, keep_default_na=False)
+    synth = {f"synth_{name}" for name in debian.SYNTH_CATEGORIES}
+    assert set(df["label"]) == {"kick", "snare", "hihat", "tabla", "speech"} | synth
+    speech = df[df["label"] == "speech"]
+    assert len(speech) == 5 * len(debian.SPEECH_PACKAGES) and speech["path"].str.contains("bd_kick").sum() == 5
+    clips = df[df["label"].isin(synth)]
+    assert len(clips) == 8 * len(synth) and set(clips["license"]) == {"CC0-1.0"}
+    first = sf.info(str(unpacked / clips["path"].iloc[0]))
+    assert first.samplerate == 16000 and 2.5 <= first.duration <= 5.0

@@ -1,14 +1,14 @@
 import itertools
+
 import numpy as np
 import pytest
 import torch
 
 from local.common.config import load_config
-from local.models.kmeans import batched_kmeans
-from local.training.losses import (deep_clustering_loss, make_loss, truncated_psa_target,
-                                   whitened_deep_clustering_loss)
 from local.models import build_model
+from local.models.kmeans import batched_kmeans
 from local.models.stft_masker import log_magnitude_features
+from local.training.losses import deep_clustering_loss, make_loss, truncated_psa_target, whitened_deep_clustering_loss
 
 
 def naive_dc_loss(embedding, target, weights, n_src):
@@ -117,7 +117,8 @@ def test_whitened_dc_loss_equals_the_papers_equation():
     assert got == pytest.approx(naive_whitened_dc_loss(v, t, w, 3), rel=1e-5)
     # ideal embeddings (the one-hot partition itself, D = C) reach the minimum D - C = 0
     ideal = torch.nn.functional.one_hot(t, 3).to(torch.float64)
-    assert whitened_deep_clustering_loss(ideal, t, torch.ones_like(w), 3, eps=1e-12).item() == pytest.approx(0, abs=1e-6)
+    assert (whitened_deep_clustering_loss(ideal, t, torch.ones_like(w), 3, eps=1e-12).item()
+            == pytest.approx(0, abs=1e-6))
 
 
 def test_truncated_psa_target_follows_its_definition():

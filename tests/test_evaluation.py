@@ -3,18 +3,17 @@ import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from local.data.dataset import ViewDataset
+from local.data.sources import load_sources
 from local.evaluation import evaluate as evaluation
 from local.evaluation.breakdowns import overlap_seconds, per_category, per_overlap
-from local.data.dataset import ViewDataset
 from local.evaluation.oracle import OracleMasks
-from local.data.sources import load_sources
 from local.training.train import train
 
 
@@ -177,3 +176,20 @@ def test_report_plot_survives_an_interval_rounded_past_its_mean(tmp_path):
                        "si_sdri_ci95": ["[5.01, 6.00]", None, "[6.50, 6.99]"], "bound_si_sdri": [20.0, 18.0, None]})
     plot(df, tmp_path / "report.png")
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_log_splices_a_resumed_run_at_its_first_step(tmp_path):
+    """A run killed after step 30 and resumed from step 20: the curves show run1's steps before 20, then run2's."""
+    from local.evaluation.curves import curves_figure, training_log
+
+    for run, steps in (("run1", range(0, 31, 10)), ("run2", range(20, 51, 10))):
+        (tmp_path / "logs" / run).mkdir(parents=True)
+        pd.DataFrame({"step": list(steps), "loss_step": [float(run == "run2")] * len(steps),
+                      "lr-Adam": [0.001] * len(steps)}).to_csv(tmp_path / "logs" / run / "metrics.csv", index=False)
+    log = training_log(tmp_path)
+    assert log["step"].tolist() == [0, 10, 20, 30, 40, 50]
+    assert log["run"].tolist() == ["run1", "run1", "run2", "run2", "run2", "run2"]
+    assert log["lr"].tolist() == [0.001] * 6
+    assert curves_figure(tmp_path, tmp_path / "c.png", "t").read_bytes()[:4] == b"\x89PNG"
+    assert (training_log(tmp_path / "nothing") is None
+            and curves_figure(tmp_path / "nothing", tmp_path / "n.png", "t") is None)

@@ -141,7 +141,8 @@ def test_oracle_masks_follow_their_formulas():
     mag_s = torch.sqrt(re ** 2 + im ** 2)
     mag_x = torch.sqrt(x_re ** 2 + x_im ** 2)
     cos = (re * x_re + im * x_im) / (mag_s * mag_x)
-    torch.testing.assert_close(oracle.masks(mix_tf, src_tf, "psm"), (mag_s / mag_x * cos).clamp(0, 1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(oracle.masks(mix_tf, src_tf, "psm"), (mag_s / mag_x * cos).clamp(0, 1),
+                               atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(oracle.masks(mix_tf, src_tf, "ratio"), mag_s / mag_s.sum(0), atol=1e-5, rtol=1e-5)
     ibm = oracle.masks(mix_tf, src_tf, "ibm")
     assert torch.equal(ibm.argmax(0), mag_s.argmax(0)) and torch.equal(ibm.sum(0), torch.ones(33, 20))

@@ -17,7 +17,8 @@ MIX_SR = 8000
 
 def _loader_sources(tmp_path, rows, cache=None):
     csv = tmp_path / "views.csv"
-    pd.DataFrame(rows, columns=view_columns(len([c for c in rows[0] if c.startswith("path_")]))).to_csv(csv, index=False)
+    pd.DataFrame(rows,
+                 columns=view_columns(len([c for c in rows[0] if c.startswith("path_")]))).to_csv(csv, index=False)
     dataset = ViewDataset(csv, tmp_path, cache=cache)
     return [dataset[i][1].double().numpy() for i in range(len(dataset))]
 

@@ -35,7 +35,8 @@ def test_forward_backward_shapes(name, n_src):
     assert torch.isfinite(est).all()
     est.pow(2).mean().backward()
     # Conv-TasNet's last block computes a residual output that nothing reads (Asteroid's design): no gradient there
-    grads = [p.grad for n, p in model.named_parameters() if p.requires_grad and not (name == "conv_tasnet" and "res_conv" in n)]
+    grads = [p.grad for n, p in model.named_parameters()
+             if p.requires_grad and not (name == "conv_tasnet" and "res_conv" in n)]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert count_parameters(model) > 0
 
@@ -237,6 +238,7 @@ def test_sudormrf_matmul_mask_layer_equals_asteroids_conv(n_src, n_filters):
     """local/models/sudormrf.py replaces Asteroid's (K, 1) mask Conv2d by a banded matrix product (a CPU speed
     fix); the outputs and every gradient must be Asteroid's, element by element, and packages interchangeable."""
     from asteroid.models import SuDORMRFNet as Asteroid
+
     from local.models.sudormrf import SuDORMRFNet
     args = dict(n_src=n_src, bn_chan=16, num_blocks=2, upsampling_depth=2, n_filters=n_filters, kernel_size=21,
                 stride=10)

@@ -36,7 +36,8 @@ def test_a_live_owner_is_named_and_the_lock_is_reentrant(tmp_path, sleeper):
     assert ownership.acquire(exp, sleeper) is False  # the same owner again (run.sh, then its stages)
     with pytest.raises(ownership.ExperimentBusy, match=rf"being run by pid {sleeper} on {socket.gethostname()}") as err:
         ownership.acquire(exp)
-    assert err.value.exit_code == 75 and isinstance(err.value, RecipeError) and "./run.sh --tag lstm_2src" in str(err.value)
+    assert (err.value.exit_code == 75 and isinstance(err.value, RecipeError)
+            and "./run.sh --tag lstm_2src" in str(err.value))
     ownership.release(exp)  # not ours: kept
     assert (exp / ".owner").is_file()
     ownership.release(exp, sleeper)

@@ -74,7 +74,8 @@ def test_missing_or_empty_data_dir(tmp_path):
 
 
 def test_category_with_too_few_files(tmp_path):
-    with pytest.raises(RecipeError, match=r"category folder .*/dog has 2 audio file\(s\); each category needs at least 3"):
+    with pytest.raises(RecipeError,
+                       match=r"category folder .*/dog has 2 audio file\(s\); each category needs at least 3"):
         folder_sources(_folder(tmp_path, {"dog": 2, "rain": 4}))
 
 

@@ -19,7 +19,8 @@ TINY_VIEWS = ["--data.n_mixtures", "{train: 12, val: 4, test: 4}", "--data.mixtu
 
 def _tone(path, sr, seconds, freq):
     t = np.arange(int(sr * seconds)) / sr
-    sf.write(path, 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(int(freq)).standard_normal(len(t)), sr)
+    sf.write(path, 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(int(freq)).standard_normal(len(t)),
+             sr)
 
 
 @pytest.fixture
@@ -64,7 +65,8 @@ def run_egs(recipe, cwd, *args):
 def test_esc50_recipe_maps_folds_to_splits_and_resamples(esc50_tree, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    result = run_egs("esc50", work, "--stop_stage", "1", "--data_dir", str(esc50_tree), "--tag", "lstm_3src", *TINY_VIEWS)
+    result = run_egs("esc50", work, "--stop_stage", "1", "--data_dir", str(esc50_tree), "--tag", "lstm_3src",
+                     *TINY_VIEWS)
     assert result.returncode == 0, result.stderr[-3000:]
     sources = pd.read_csv(work / "data" / "esc50" / "sources.csv")
     assert len(sources) == 20 and set(sources["sample_rate"]) == {44100}
@@ -122,8 +124,8 @@ def test_unknown_format_is_refused(tiny_cfg):
 def test_file_selection_range_is_ignored_with_a_message_where_the_dataset_fixes_splits(esc50_tree, tmp_path, capsys):
     """Without the recipe's `null`, the default range used to keep 2 of 3 train clips and 0 of 1 test clip per
     category inside ESC-50's folds, silently. Now every clip of a fold is used, and the run says so."""
-    from local.data.views import make_views, split_candidates
     from local.data.sources import load_sources
+    from local.data.views import make_views, split_candidates
 
     cfg = load_config("lstm_2src", ["data.format=esc50", f"data.source_dir={esc50_tree}", "data.mixture_seconds=0.5",
                                     "data.n_mixtures={train: 4, val: 2, test: 2}"])
@@ -138,10 +140,10 @@ def test_file_selection_range_is_ignored_with_a_message_where_the_dataset_fixes_
     assert "data.file_selection_range is ignored" in capsys.readouterr().out
 
 
-def test_views_made_when_the_range_applied_inside_fixed_splits_are_kept(esc50_tree, tmp_path, capsys):
-    """views.yml files of the earlier versions record the range for fixed-split datasets too: those views are
-    kept (experiments trained on them keep their test set) and the run says how to rebuild them."""
-    from local.data.views import make_views, views_dir
+def test_views_of_an_older_format_are_refused_in_one_line_and_left_alone(esc50_tree, tmp_path):
+    """views.yml carries format_version; views without it (made by an older version, e.g. with levels measured at
+    the file's rate) are refused, naming the folder and what to do, and nothing is rewritten."""
+    from local.data.views import make_views
 
     cfg = load_config("lstm_2src", ["data.format=esc50", f"data.source_dir={esc50_tree}", "data.mixture_seconds=0.5",
                                     "data.n_mixtures={train: 4, val: 2, test: 2}"])
@@ -150,15 +152,11 @@ def test_views_made_when_the_range_applied_inside_fixed_splits_are_kept(esc50_tr
     out = make_views(cfg["data"], data_dir)
     meta = out / "views.yml"
     stored = yaml.safe_load(meta.read_text())
-    assert stored["file_selection_range"] is None
-    stored["file_selection_range"] = cfg["data"]["file_selection_range"]  # as the earlier versions wrote it
+    assert stored["format_version"] == 2 and stored["file_selection_range"] is None
+    del stored["format_version"]
     meta.write_text(yaml.safe_dump(stored))
-    before = (out / "test.csv").read_text()
-    capsys.readouterr()
-    assert make_views(cfg["data"], data_dir) == views_dir(data_dir, 2)
-    printed = capsys.readouterr().out
-    assert "made by an earlier version" in printed and "up to date; skipped" in printed
-    assert (out / "test.csv").read_text() == before
-    # any other difference is still refused
-    with pytest.raises(RecipeError, match="differs in: view_seed"):
-        make_views(dict(cfg["data"], view_seed=99), data_dir)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(RecipeError, match=rf"{out} was made by an older version of listener \(views.yml format 1, "
+                                          rf"this one writes 2\): delete {out} and re-run stage 1"):
+        make_views(cfg["data"], data_dir)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -25,7 +25,7 @@ def recipe(tmp_path_factory):
     work = tmp_path_factory.mktemp("recipe")
     (work / "conf").mkdir()
     (work / "conf" / "tiny.yml").write_text(yaml.safe_dump(TINY))
-    result = run(work, "--tag", "tiny", "--nj", "2")
+    result = run(work, "--tag", "tiny", "--nj", "2", "--training.loggers", "[csv, tensorboard]")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return work, result
 
@@ -44,6 +44,25 @@ def test_every_stage_writes_its_files(recipe):
     assert (work / "exp" / "RESULTS.md").read_text().count("| tiny |") == 1
     frozen = yaml.safe_load((exp / "conf.yml").read_text())
     assert frozen["model"]["hidden_size"] == 16 and frozen["training"]["epochs"] == 2
+
+
+def test_training_curves_reach_the_page_the_report_and_tensorboard(recipe):
+    """The training curves are on the evaluation page and linked from the report; TensorBoard's event file
+    holds the same validation losses as the CSV log (read back with TensorBoard's own reader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    work, _ = recipe
+    exp = work / "exp" / "tiny"
+    assert (exp / "eval" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'src="curves.png"' in (exp / "eval" / "index.html").read_text()
+    assert "[figure](tiny/eval/curves.png)" in (work / "exp" / "RESULTS.md").read_text()
+    events = list((exp / "tensorboard" / "run1").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    logged = [e.value for e in accumulator.Scalars("val_loss")]
+    csv = pd.read_csv(exp / "logs" / "run1" / "metrics.csv")["val_loss"].dropna().tolist()
+    assert len(logged) == len(csv) == 2 and logged == pytest.approx(csv, abs=1e-5)
 
 
 def test_evaluation_figures_are_consistent(recipe):
@@ -116,11 +135,15 @@ def test_stage_3_evaluates_the_frozen_config(recipe):
 
 def test_bad_values_and_empty_stage_ranges_are_one_line_errors(recipe):
     work, _ = recipe
-    for args, words in [(["--optim.lr", "abc"], "optim.lr = 'abc'"), (["--training.batch_size", "0"], "training.batch_size = 0"),
-                        (["--filterbank.stride", "0"], "filterbank.stride = 0"), (["--training.epochs", "-1"], "training.epochs = -1"),
+    for args, words in [(["--optim.lr", "abc"], "optim.lr = 'abc'"),
+                        (["--training.batch_size", "0"], "training.batch_size = 0"),
+                        (["--filterbank.stride", "0"], "filterbank.stride = 0"),
+                        (["--training.epochs", "-1"], "training.epochs = -1"),
                         (["--data.n_mixtures", "{train:200,val:20,test:40}"], "data.n_mixtures"),
-                        (["--stage", "7"], "selects no stage"), (["--stage", "3", "--stop_stage", "1"], "selects no stage")]:
-        result = run(work, "--tag", "tiny", "--exp_dir", "exp_bad", *(args if "--stage" in args else ["--stage", "2", *args]))
+                        (["--stage", "7"], "selects no stage"),
+                        (["--stage", "3", "--stop_stage", "1"], "selects no stage")]:
+        result = run(work, "--tag", "tiny", "--exp_dir", "exp_bad",
+                     *(args if "--stage" in args else ["--stage", "2", *args]))
         assert result.returncode == 1, args
         assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, (args, result.stderr)
     assert not (work / "exp_bad").exists()
@@ -235,7 +258,8 @@ def test_missing_data_dir_is_a_one_line_error(tmp_path):
 
 def test_five_source_gab_recipe_end_to_end(tmp_path):
     """Stages 0 to 3 of a 5-source config (GAB, MinLoss) on a tiny budget: 5 estimates per mixture."""
-    tiny5 = dict(TINY, base=["base/gab.yml", "base/5src.yml", "base/loss_minloss.yml"], data=dict(TINY["data"], n_src=5),
+    tiny5 = dict(TINY, base=["base/gab.yml", "base/5src.yml", "base/loss_minloss.yml"],
+                 data=dict(TINY["data"], n_src=5),
                  model={"channels": 4, "dilations": [[1, 1], [2, 2]], "lstm_hidden": 16, "fc_dim": 32},
                  training={"epochs": 1, "batch_size": 4, "num_workers": 0})
     (tmp_path / "conf").mkdir()

@@ -2,9 +2,9 @@
 import json
 
 import pytest
-import yaml
 
 from local.common.errors import RecipeError
+from local.common.frozen import write_frozen
 from local.evaluation.recipe_results import write_results
 
 
@@ -12,7 +12,7 @@ def _experiment(root, tag, model="lstm", evaluated=True):
     exp = root / tag
     (exp / "eval").mkdir(parents=True)
     cfg = {"model": {"name": model}, "data": {"dataset": "synth", "sample_rate": 8000, "mixture_seconds": 2.0}}
-    (exp / "conf.yml").write_text(yaml.safe_dump(cfg))
+    write_frozen(cfg, exp / "conf.yml")
     (exp / "training.json").write_text(json.dumps({"epochs_trained": 14, "train_seconds": 612.4}))
     (exp / "provenance.json").write_text(json.dumps([{"time": "2026-12-03 07:00:00", "git_commit": "abc123",
                                                       "git_dirty": False, "python": "3.11.7", "command": "./run.sh",

@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from local.training import resumable
 from local.benchmarks.resume import kill_and_resume, run_stage2
 from local.models import load_model
+from local.training import resumable
 from local.training.resumable import AtomicCheckpointIO, EpochBatchSampler
 
 # 64 training mixtures in batches of 4: 16 steps per epoch; dropout so that the RNG state matters.
@@ -89,7 +89,8 @@ def test_epoch_in_index_hands_out_one_code_per_item_and_epoch(monkeypatch):
 
 def test_batch_size_or_process_count_change_only_at_an_epoch_end():
     def checkpoint(items_done, world=1, batch=4):
-        return {"callbacks": {"ResumeState": {"epoch": 1, "items_done": items_done, "world_size": world, "batch_size": batch}}}
+        return {"callbacks": {"ResumeState": {"epoch": 1, "items_done": items_done, "world_size": world,
+                                              "batch_size": batch}}}
 
     assert not resumable.ResumeState.mid_epoch(checkpoint(0), 50)
     assert resumable.ResumeState.mid_epoch(checkpoint(8), 50)
@@ -220,7 +221,8 @@ def test_snapshots_are_taken_at_their_training_minutes_and_kept_across_a_resume(
     assert float(next(load_model(tmp_path / "snapshots" / "minutes_2.pth").parameters()).detach().flatten()[0]) == 2.0
     assert float(next(load_model(tmp_path / "snapshots" / "minutes_5.pth").parameters()).detach().flatten()[0]) == 4.0
     # each package says how far training had got: 130 s = step 2 of epoch 0, 301 s = step 4 of epoch 1
-    progress = {m: torch.load(tmp_path / "snapshots" / f"minutes_{m}.pth", weights_only=True)["infos"]["training_progress"]
+    progress = {m: torch.load(tmp_path / "snapshots" / f"minutes_{m}.pth",
+                              weights_only=True)["infos"]["training_progress"]
                 for m in (2, 5)}
     assert progress == {2: {"minutes": round(130 / 60, 3), "epoch": 0, "optimizer_steps": 2},
                         5: {"minutes": round(301 / 60, 3), "epoch": 1, "optimizer_steps": 4}}
@@ -269,7 +271,6 @@ def test_init_from_starts_a_new_experiment_from_another_ones_weights_and_refuses
     import hashlib
 
     from local.benchmarks.resume import stage2
-    from local.common.config import load_config
     from local.models import build_model
     from local.training.finetune import load_initial_weights
 

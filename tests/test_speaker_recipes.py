@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import torch
 import yaml
 
 from local.data.dataset import ViewDataset
@@ -93,7 +92,8 @@ def test_wsj0_2mix_mismatched_keys_and_lengths_are_refused(wsj0_tree, tmp_path):
 
 
 def test_librimix_layout(tmp_path):
-    tree = make_mix_tree(tmp_path / "LibriMix" / "Libri2Mix" / "wav8k" / "min", ["train-100", "dev", "test"], "mix_clean")
+    tree = make_mix_tree(tmp_path / "LibriMix" / "Libri2Mix" / "wav8k" / "min", ["train-100", "dev", "test"],
+                         "mix_clean")
     work = tmp_path / "work"
     work.mkdir()
     result = run("egs/librimix/run.sh", work, "--stop_stage", "1", "--data_dir", str(tmp_path / "LibriMix"),
@@ -118,7 +118,8 @@ def test_dpcl_recipe_end_to_end(dpcl_experiment):
     work = dpcl_experiment
     sources = pd.read_csv(work / "data" / "synth_speakers" / "sources.csv")
     speakers = {s: set(sources[sources["split"] == s]["label"]) for s in ("train", "val", "test")}
-    assert len(speakers["train"]) == 4 and not speakers["train"] & speakers["test"] and not speakers["val"] & speakers["test"]
+    assert (len(speakers["train"]) == 4 and not speakers["train"] & speakers["test"]
+            and not speakers["val"] & speakers["test"])
     summary = yaml.safe_load((work / "exp" / "tiny_dpcl" / "eval" / "summary.json").read_text())
     assert summary["model"] == "dpcl_dprnn" and summary["n_mixtures"] == 4
     assert summary["oracle_ratio_si_sdri"] > 5
@@ -165,5 +166,6 @@ def test_separating_a_16k_stereo_long_file_with_an_8k_model(dpcl_experiment, tmp
 def test_separation_refuses_a_file_that_is_not_a_model(tmp_path):
     (tmp_path / "best_model.pth").write_bytes(b"junk")
     sf.write(tmp_path / "x.wav", np.zeros(800), 8000)
-    result = run("utils/separate.sh", tmp_path, "--exp", str(tmp_path), "--out", str(tmp_path / "o"), str(tmp_path / "x.wav"))
+    result = run("utils/separate.sh", tmp_path, "--exp", str(tmp_path), "--out", str(tmp_path / "o"),
+                 str(tmp_path / "x.wav"))
     assert result.returncode == 1 and "is not a model package" in result.stderr

@@ -3,8 +3,8 @@
 The import graph is read from the source with `ast` (every `import` and `from ... import`, including the
 ones inside functions), so a cycle hidden behind a lazy import is caught too.
 """
-from pathlib import Path
 import ast
+from pathlib import Path
 
 import pytest
 

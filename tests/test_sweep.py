@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = {**TINY_RECIPE, "model": {"hidden_size": 16, "n_layers": 1},  # inside the swept range: trial 0
         "training": {"epochs": 3, "batch_size": 4, "num_workers": 0, "checkpoint_every_n_steps": 2, "threads": 1},
         "eval": {"n_examples": 0}}
-SWEEP = {"seed": 3, "trial_minutes": 2, "pruner": {"n_startup_trials": 5}, "overrides": ["training.val_check_interval=0.5"],
+SWEEP = {"seed": 3, "trial_minutes": 2, "pruner": {"n_startup_trials": 5},
+         "overrides": ["training.val_check_interval=0.5"],
          "params": {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
                     "model.hidden_size": {"type": "int", "low": 8, "high": 24, "step": 8}}}
 
@@ -83,11 +84,12 @@ def test_a_killed_worker_loses_no_trial_and_counts_none_twice(work):
     # trial 0 (and its retry) is the config's own setting, the reference the search is judged against
     defaults = trials[trials["default"]]
     assert len(defaults) == 2 and set(defaults["folder"].astype(int)) == {0}
-    assert defaults["param optim.lr"].tolist() == [0.001, 0.001] and defaults["param model.hidden_size"].tolist() == [16, 16]
+    assert (defaults["param optim.lr"].tolist() == [0.001, 0.001]
+            and defaults["param model.hidden_size"].tolist() == [16, 16])
     default_eval = json.loads((work / "exp" / "tiny" / "trials" / "000" / "eval" / "summary.json").read_text())
     assert summary["default_test"]["si_sdri"] == pytest.approx(default_eval["si_sdri"])  # both on the test views
-    assert summary["default_val_si_sdri"] == pytest.approx(trials.loc[trials["default"] & (trials["state"] == "complete"),
-                                                                      "val_si_sdri"].item())
+    assert summary["default_val_si_sdri"] == pytest.approx(
+        trials.loc[trials["default"] & (trials["state"] == "complete"), "val_si_sdri"].item())
     # the same command once more runs nothing (three trials are finished)
     again = sweep(work, "--n_trials", "3")
     assert again.returncode == 0 and "sweep: trial" not in again.stdout
@@ -108,7 +110,7 @@ def test_a_killed_worker_loses_no_trial_and_counts_none_twice(work):
                           "1", "0"]  # finished, complete, pruned, failed, running
     assert cells[6] == f"{best_folder:03d}" and float(cells[8]) == pytest.approx(test["si_sdri"], abs=0.01)
     assert f"| tiny/trials/{best_folder:03d} | done |" in results
-    assert f"| tiny | done (sweep, 3/3 finished" in results  # the grid's status of the cell
+    assert "| tiny | done (sweep, 3/3 finished" in results  # the grid's status of the cell
 
 
 def test_two_workers_share_one_journal_study_and_split_its_trials(work):

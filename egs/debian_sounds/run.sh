@@ -5,7 +5,7 @@
 # <data_dir>/listing.csv. Categories come from file and drum-kit instrument names; a drum kit is one
 # recording source and goes to one split, so test sounds come from kits the model never heard.
 #   cd egs/debian_sounds && ./run.sh [--data_dir DIR] [--tag sudormrf_2src] [driver options]
-# 8 kHz, the project's default for folders of sounds (chosen by measurement: README, "Your own folder of sounds");
+# 8 kHz, the project's default for folders of sounds (chosen by measurement: docs/data.md, "Your own folder of sounds");
 # --data.sample_rate 16000 keeps the 4-8 kHz content of cymbals and hi-hats at twice the cost per epoch.
 # Needs the package lists (`apt-get update` as root once). data/, exp/ and downloads/ are written in the
 # current directory. Every option of ../../run.sh --help applies.

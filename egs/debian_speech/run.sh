@@ -5,7 +5,7 @@
 # split and its prompts are split 70/15/15 (a speaker-dependent task, unlike wsj0-2mix).
 #   cd egs/debian_speech && ./run.sh [--data_dir DIR] [--tag dpcl_dprnn_2spk_small] [driver options]
 # The default tag is upit_lstm_2spk (a BLSTM masker with utterance-level PIT on SI-SDR), the best speaker
-# configuration measured on these voices within 15 minutes of CPU (README, Benchmarks); DPCL-DPRNN is --tag
+# configuration measured on these voices within 15 minutes of CPU (docs/benchmarks.md); DPCL-DPRNN is --tag
 # dpcl_dprnn_2spk_small.
 # Needs the package lists (`apt-get update` as root once). data/, exp/ and downloads/ are written in the
 # current directory. Every option of ../../run.sh --help applies.

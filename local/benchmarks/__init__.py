@@ -1,5 +1,6 @@
 """Benchmarks: scripts that print figures and write JSON, run as `python -m local.benchmarks.<name>`
-(models, storage, eval, resume, dpcl, kmeans, assignment, budget, budget_matrix, workers). Never imported by the recipe itself."""
+(models, storage, eval, resume, dpcl, kmeans, assignment, budget, budget_matrix, workers).
+Never imported by the recipe itself."""
 
 
 def trained_experiment(tag, exp_dir="exp", data_root="data"):

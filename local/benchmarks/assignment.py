@@ -6,7 +6,8 @@
 
 Run it from the directory holding data/ and the trained experiment. For the first N test mixtures it
 separates, reorders the estimates by SI-SDR (as stage 3 does), then computes mean SDR both ways with
-fast_bss_eval (which picks the SIR-maximising permutation as mir_eval does, K^2 projections), and counts the mixtures where the two permutations differ. The difference is how optimistic the
+fast_bss_eval (which picks the SIR-maximising permutation as mir_eval does, K^2 projections), and counts the
+mixtures where the two permutations differ. The difference is how optimistic the
 old SDR was; the paired interval says whether it is more than noise.
 """
 import argparse

@@ -188,13 +188,15 @@ def main(argv=None):
         ci = r["si_sdri_ci95"] or [float("nan")] * 2
         bound = f"{r['bound']} {r['bound_si_sdri']:.2f}" if r["bound"] else "-"
         print(f"{r['tag']:<22} {str(r['dynamic_mixing']):>11} {r['minutes']:>7g} {r['si_sdri']:>8.2f} "
-              f"[{ci[0]:>6.2f}, {ci[1]:>6.2f}] {r['si_sdri_overlapping']:>11.2f} {r['si_sdri_median']:>7.2f} {bound:>12}")
+              f"[{ci[0]:>6.2f}, {ci[1]:>6.2f}] {r['si_sdri_overlapping']:>11.2f} {r['si_sdri_median']:>7.2f} "
+              f"{bound:>12}")
     gains = [dynamic_mixing_gain(work, tag, m) for tag in args.tags for m in sorted(args.minutes)
              if {"false", "true"} <= set(args.dynamic_mixing)]
     for g in gains:
         print(f"dynamic mixing gain, {g['tag']} after {g['minutes']:g} min (paired, same test views): all "
               f"{g['all']['mean']:+.2f} [{g['all']['ci95'][0]:+.2f}, {g['all']['ci95'][1]:+.2f}], overlapping "
-              f"{g['overlapping']['mean']:+.2f} [{g['overlapping']['ci95'][0]:+.2f}, {g['overlapping']['ci95'][1]:+.2f}]")
+              f"{g['overlapping']['mean']:+.2f} [{g['overlapping']['ci95'][0]:+.2f}, "
+              f"{g['overlapping']['ci95'][1]:+.2f}]")
     figure(rows, work / "budget.png", f"{args.recipe}: SI-SDRi per training budget")
     print(f"wrote {work / 'budget.png'}")
     publish({"recipe": args.recipe, "extra": args.extra, "rows": rows, "dynamic_mixing_gain": gains},

@@ -80,7 +80,8 @@ def markdown(table):
     for (dataset, tag, dynamic), group in table.groupby(["dataset", "tag", "dynamic_mixing"], sort=True):
         by_minutes = {float(r["minutes"]): r for _, r in group.iterrows()}
         cells = [cell_text(by_minutes[m]) if m in by_minutes else "-" for m in minutes]
-        lines.append(f"| {dataset} | {family(tag)} ({tag}) | {'yes' if dynamic else 'no'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {dataset} | {family(tag)} ({tag}) | {'yes' if dynamic else 'no'} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

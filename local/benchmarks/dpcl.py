@@ -60,7 +60,7 @@ def main(argv=None):
     naive_bytes = 2 * n * n * 4  # V V^T and Y Y^T in float32 (their difference and gradient need more)
     result["naive_affinity_analytic_mb"] = round(naive_bytes / 2**20, 1)
     with open("/proc/meminfo") as f:
-        available = int(next(l for l in f if l.startswith("MemAvailable")).split()[1]) * 1024
+        available = int(next(line for line in f if line.startswith("MemAvailable")).split()[1]) * 1024
     if 2 * naive_bytes < available:
         result["naive_affinity_peak_mb"] = round(child_peak(n, dim, naive=True) / 2**20, 1)
     else:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from asteroid.dsp.vad import ebased_vad
 from asteroid_filterbanks.transforms import mag
 
 from local.benchmarks import publish
 from local.common.errors import RecipeError, exit_on_recipe_error
+from local.common.frozen import read_frozen
 from local.data.dataset import ViewDataset
 from local.data.sources import load_sources
 from local.data.view_csv import views_dir
@@ -104,10 +104,10 @@ def main(argv=None):
     exp = Path(args.exp)
     if not (exp / "conf.yml").is_file():
         raise RecipeError(f"{exp}/conf.yml not found: --exp takes a trained experiment folder (exp/<tag>)")
-    cfg = yaml.safe_load((exp / "conf.yml").read_text())
+    cfg = read_frozen(exp / "conf.yml")
     data_dir = Path(args.data_root) / cfg["data"]["dataset"]
     root = load_sources(data_dir)[1]
-    views = views_dir(data_dir, cfg["data"]["n_src"], cfg["data"].get("n_classes"), cfg["data"].get("mixing_policy"))
+    views = views_dir(data_dir, cfg["data"]["n_src"], cfg["data"]["n_classes"], cfg["data"]["mixing_policy"])
     model = load_model(exp / "best_model.pth")
     result = {"exp": str(exp), **diagnose(model, ViewDataset(views / "test.csv", root), args.n_mixtures,
                                           float(cfg["loss"]["vad_db"]))}

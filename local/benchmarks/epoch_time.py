@@ -81,7 +81,8 @@ def main(argv=None):
     result = {"tag": args.tag, "folder": str(args.folder), "synth": str(args.synth), "threads": torch.get_num_threads(),
               "num_workers": int(cfg["training"]["num_workers"]), "batch_size": int(cfg["training"]["batch_size"]),
               "seconds_min_over_repeats": best, "seconds": times,
-              "train_epoch_ratio_folder_cached_to_synth": round(best["folder_cached"]["train"] / best["synth"]["train"], 3),
+              "train_epoch_ratio_folder_cached_to_synth":
+                  round(best["folder_cached"]["train"] / best["synth"]["train"], 3),
               "train_epoch_ratio_folder_uncached_to_synth":
                   round(best["folder_uncached"]["train"] / best["synth"]["train"], 3)}
     for name, b in best.items():

@@ -22,8 +22,8 @@ import pandas as pd
 
 from local.common import io_utils
 from local.common.config import load_config
-from local.evaluation.evaluate import evaluate
 from local.data.sources import load_sources
+from local.evaluation.evaluate import evaluate
 
 
 def main(argv=None):
@@ -60,9 +60,11 @@ def main(argv=None):
         if len(args.nj) > 1:
             first, *others = [bench / f"eval_{backend}_nj{nj}" for nj in args.nj]
             result[f"{backend}_identical_csv_for_any_nj"] = all(
-                (first / f).read_bytes() == (o / f).read_bytes() for o in others for f in ("metrics.csv", "per_source.csv"))
+                (first / f).read_bytes() == (o / f).read_bytes()
+                for o in others for f in ("metrics.csv", "per_source.csv"))
             result[f"{backend}_speedup_nj{args.nj[-1]}"] = round(
-                result[f"{backend}_nj{args.nj[0]}"]["eval_seconds"] / result[f"{backend}_nj{args.nj[-1]}"]["eval_seconds"], 2)
+                result[f"{backend}_nj{args.nj[0]}"]["eval_seconds"]
+                / result[f"{backend}_nj{args.nj[-1]}"]["eval_seconds"], 2)
     if len(args.backends) == 2:
         a, b = (pd.read_csv(bench / f"eval_{backend}_nj{args.nj[0]}" / "per_source.csv") for backend in args.backends)
         result["backend_max_abs_difference_db"] = {k: float((a[k] - b[k]).abs().max()) for k in ("sdr", "sir", "sar")}

@@ -16,8 +16,8 @@ import torch
 
 from local.common import io_utils
 from local.common.config import load_config
-from local.training.losses import batch_loss, make_loss
 from local.models import build_model, count_parameters
+from local.training.losses import batch_loss, make_loss
 
 DEFAULT_TAGS = ("lstm_2src", "vtf_2src", "stt_2src", "gab_2src", "drnn_2src", "srnn_2src", "sudormrf_2src",
                 "conv_tasnet_2src", "dpcl_dprnn_2spk_small",

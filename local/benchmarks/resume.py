@@ -94,7 +94,8 @@ def kill_and_resume(work, tag, exp_root, kill_after_step, overrides=()):
         "final_learning_rates": [torch.load(p, map_location="cpu", weights_only=True)["optimizer_states"][0]
                                  ["param_groups"][0]["lr"] for p in final],
         "max_abs_weight_difference": max_weight_difference(*(checkpoint_weights(p) for p in final)),
-        "resumed_training": {k: v for k, v in json.loads((exp_root / "killed" / tag / "training.json").read_text()).items()
+        "resumed_training": {k: v for k, v
+                             in json.loads((exp_root / "killed" / tag / "training.json").read_text()).items()
                              if k.startswith("train_seconds")},
     }
 
@@ -108,7 +109,8 @@ def checkpoint_overhead(work, tag, exp_root, intervals=(None, 100, 10), override
     rows = {}
     for interval in intervals:
         name = f"ckpt_every_{interval}"
-        run_stage2(work, tag, Path(exp_root) / name, [*overrides, f"training.checkpoint_every_n_steps={interval or 'null'}"])
+        run_stage2(work, tag, Path(exp_root) / name,
+                   [*overrides, f"training.checkpoint_every_n_steps={interval or 'null'}"])
         exp = Path(exp_root) / name / tag
         steps = json.loads((exp / "training.json").read_text())["global_step"]
         rows[str(interval)] = {"fit_seconds": fit_seconds(exp), "steps": steps,

@@ -17,7 +17,15 @@ project's folder default (`./run.sh --data.format listing`) for `--epochs` epoch
 fixed views; dynamic mixing (new files, offsets and levels every epoch); dynamic mixing with speed
 perturbation; dynamic mixing with equalisation. The same seed, the same test views; gains are paired per test
 mixture (bootstrap 95 % intervals): dynamic mixing against fixed views, each perturbation against dynamic
-mixing alone. Epochs, not minutes, so that the figures do not depend on what else runs on the machine. Run
+mixing alone, and dynamic mixing with speed perturbation against fixed views (among the arms run: `--arms`).
+Figures of an earlier run with the same settings stay in `--out`; the protocols run again replace theirs.
+
+Fine-tuning (issue 20, item 6), with `--pretrain_listing DIR` (a `debian_all` folder: stage 0 of
+egs/pretrain_sounds): on `lopo`, a model pretrained for `--epochs` epochs on every sound of that listing except
+the held-out package's, then fine-tuned for `--epochs` epochs (`training.init_from`), against one trained from
+scratch for twice `--epochs` on `lopo`: the same total number of training mixtures, so the same CPU time (an
+epoch of either set is `data.n_mixtures.train` mixtures of the same length). Both with dynamic mixing.
+Epochs, not minutes, so that the figures do not depend on what else runs on the machine. Run
 again in the same `--work`, it reuses finished arms.
 """
 import argparse
@@ -41,7 +49,8 @@ ARMS = {
     "dynamic_speed": ["--data.dynamic_mixing", "true", "--data.augmentation.speed", "0.1"],
     "dynamic_eq": ["--data.dynamic_mixing", "true", "--data.augmentation.eq_db", "6"],
 }
-PAIRS = (("fixed", "dynamic"), ("dynamic", "dynamic_speed"), ("dynamic", "dynamic_eq"))
+PAIRS = (("fixed", "dynamic"), ("dynamic", "dynamic_speed"), ("dynamic", "dynamic_eq"), ("fixed", "dynamic_speed"))
+FINETUNE_PAIR = ("scratch_twice", "finetuned")
 MAX_TRAIN = 30
 
 
@@ -90,29 +99,49 @@ def write_protocol(listing_dir, name, rows, work):
     return folder
 
 
-def run_arm(protocol, folder, arm, epochs, work, extra):
+def run_arm(protocol, folder, arm, epochs, work, extra, options=None, stop_stage=3):
     exp = work / f"exp_{protocol}_{arm}"
-    metrics = exp / "lstm_2src_sisdr" / "eval" / "metrics.csv"
-    if metrics.is_file():
-        print(f"{protocol} {arm}: reusing {metrics}", flush=True)
-        return pd.read_csv(metrics)
+    done = exp / "lstm_2src_sisdr" / ("eval/metrics.csv" if stop_stage == 3 else "best_model.pth")
+    if done.is_file():
+        print(f"{protocol} {arm}: reusing {done}", flush=True)
+        return pd.read_csv(done) if stop_stage == 3 else None
     log = work / f"{protocol}_{arm}.log"
-    command = [str(ROOT / "run.sh"), "--stage", "0", "--stop_stage", "3", "--dataset", protocol,
+    command = [str(ROOT / "run.sh"), "--stage", "0", "--stop_stage", str(stop_stage), "--dataset", protocol,
                "--data.format", "listing", "--data_dir", str(folder), "--data.file_selection_range", "null",
-               "--exp_dir", str(exp), "--training.epochs", str(epochs), *ARMS[arm], *extra]
+               "--exp_dir", str(exp), "--training.epochs", str(epochs), *(ARMS[arm] if options is None else options),
+               *extra]
     print("$ " + " ".join(command), flush=True)
     with open(log, "w") as out:
         done = subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT, env=os.environ)
     if done.returncode != 0:
         sys.exit(f"small_data: {protocol} {arm} failed (exit {done.returncode}); see {log}")
-    return pd.read_csv(metrics)
+    return pd.read_csv(exp / "lstm_2src_sisdr" / "eval" / "metrics.csv") if stop_stage == 3 else None
+
+
+def finetuning(pretrain_dir, held_out, lopo_folder, epochs, work, extra):
+    """Pretrain on the pretraining listing without the held-out package, fine-tune on lopo; and scratch for
+    twice the epochs on lopo. Returns their paired comparison on lopo's test mixtures."""
+    listing = pd.read_csv(Path(pretrain_dir) / "listing.csv", keep_default_na=False)
+    rows = listing[(listing["package"] != held_out) & (listing["split"] != "")]
+    folder = write_protocol(Path(pretrain_dir), "pretrain", rows, work)
+    dynamic = ["--data.dynamic_mixing", "true"]
+    run_arm("pretrain", folder, "dynamic", epochs, work, extra, dynamic, stop_stage=2)
+    pretrained = work / "exp_pretrain_dynamic" / "lstm_2src_sisdr"
+    per_arm = {"finetuned": run_arm("lopo", lopo_folder, "finetuned", epochs, work, extra,
+                                    [*dynamic, "--init_from", str(pretrained)]),
+               "scratch_twice": run_arm("lopo", lopo_folder, "scratch_twice", 2 * epochs, work, extra, dynamic)}
+    both = per_arm["scratch_twice"].merge(per_arm["finetuned"], on="mixture_id", suffixes=("_a", "_b"))
+    return {"pretrain_files": int(len(rows)), "pretrain_labels": int(rows["label"].nunique()),
+            "arms": {arm: float(m["si_sdri"].mean()) for arm, m in per_arm.items()},
+            "paired_gain": {"baseline": FINETUNE_PAIR[0], "arm": FINETUNE_PAIR[1],
+                            **paired_difference(both["si_sdri_a"], both["si_sdri_b"])}}
 
 
 def summarise(per_arm):
     rows = {arm: {"si_sdri": float(m["si_sdri"].mean()), "n_mixtures": int(len(m)),
                   "si_sdri_overlapping": float(overlapping_rows(m)["si_sdri"].mean())} for arm, m in per_arm.items()}
     gains = []
-    for a, b in PAIRS:
+    for a, b in [(a, b) for a, b in PAIRS if a in per_arm and b in per_arm]:
         both = per_arm[a].merge(per_arm[b], on="mixture_id", suffixes=("_a", "_b"))
         gains.append({"baseline": a, "arm": b, **paired_difference(both["si_sdri_a"], both["si_sdri_b"])})
     return {"arms": rows, "paired_gains": gains}
@@ -127,7 +156,10 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--held_out", default="sonic-pi-samples", help="lopo: the package tested on")
     parser.add_argument("--protocols", nargs="+", choices=("small30", "lopo"), default=["small30", "lopo"])
-    parser.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS))
+    parser.add_argument("--arms", nargs="*", choices=tuple(ARMS), default=list(ARMS),
+                        help="augmentation arms to run (none: only fine-tuning, with --pretrain_listing)")
+    parser.add_argument("--pretrain_listing", default=None,
+                        help="a debian_all folder (egs/pretrain_sounds stage 0): also measure fine-tuning on lopo")
     parser.add_argument("--out", default="egs/debian_sounds/small_data.json")
     parser.add_argument("extra", nargs="*", help="more run.sh options, after --")
     args = parser.parse_args(argv)
@@ -139,14 +171,27 @@ def main(argv=None):
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     builders = {"small30": lambda: small30(listing), "lopo": lambda: leave_one_package_out(listing, args.held_out)}
-    result = {"epochs": args.epochs, "held_out": args.held_out, "max_train_files_per_category": MAX_TRAIN,
-              "command": " ".join(["python -m local.benchmarks.small_data", *(argv or sys.argv[1:])]), "protocols": {}}
+    # figures of earlier runs with the same settings stay in --out; what this run measures replaces its part
+    settings = {"epochs": args.epochs, "held_out": args.held_out, "max_train_files_per_category": MAX_TRAIN}
+    previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    result = previous if all(previous.get(k) == v for k, v in settings.items()) else {**settings, "protocols": {}}
+    command = " ".join(["python -m local.benchmarks.small_data", *(argv or sys.argv[1:])])
+    result["commands"] = sorted({*result.pop("commands", [result.pop("command")] if "command" in result else []),
+                                 command})
     for protocol in args.protocols:
         folder = write_protocol(listing_dir, protocol, builders[protocol](), work)
+        if not args.arms:
+            if protocol == "lopo" and args.pretrain_listing:
+                result["finetuning"] = finetuning(args.pretrain_listing, args.held_out, folder, args.epochs, work,
+                                                  args.extra)
+            continue
         per_arm = {arm: run_arm(protocol, folder, arm, args.epochs, work, args.extra) for arm in args.arms}
-        result["protocols"][protocol] = summarise(per_arm) if set(ARMS) <= set(per_arm) else {
-            "arms": {arm: float(m["si_sdri"].mean()) for arm, m in per_arm.items()}}
+        result["protocols"][protocol] = summarise(per_arm)
         print(json.dumps(result["protocols"][protocol], indent=1), flush=True)
+        if protocol == "lopo" and args.pretrain_listing:
+            result["finetuning"] = finetuning(args.pretrain_listing, args.held_out, folder, args.epochs, work,
+                                              args.extra)
+            print(json.dumps(result["finetuning"], indent=1), flush=True)
     publish(result, args.out)
 
 

@@ -105,7 +105,8 @@ def main(argv=None):
     views_csv = data_dir / f"{cfg['data']['n_src']}src" / "train.csv"
     full = ViewDataset(views_csv, root)
     view = Subset(full, range(min(args.n, len(full))))
-    n_fft, hop, batch = int(cfg["filterbank"]["n_filters"]), int(cfg["filterbank"]["stride"]), int(cfg["training"]["batch_size"])
+    n_fft, hop, batch = (int(cfg["filterbank"]["n_filters"]), int(cfg["filterbank"]["stride"]),
+                         int(cfg["training"]["batch_size"]))
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)

@@ -8,8 +8,8 @@ unknown keys are checked against (the `model` group is checked by the model's co
 since each model family has its own arguments).
 """
 import copy
-import re
 import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -38,7 +38,7 @@ def yaml_load(text):
     return yaml.load(text, Loader=_Loader)
 
 
-def _read_yaml(path):
+def read_yaml_mapping(path):
     try:
         with open(path) as f:
             data = yaml_load(f)
@@ -53,7 +53,7 @@ def _read_yaml(path):
 
 def default_config():
     """conf/base/common.yml: every key with its default."""
-    return _read_yaml(COMMON)
+    return read_yaml_mapping(COMMON)
 
 
 def deep_merge(base, update):
@@ -80,7 +80,7 @@ def load_yaml_with_bases(path, _seen=()):
     path = Path(path).resolve()
     if path in _seen:
         raise RecipeError(f"{path}: circular 'base:' chain through {', '.join(map(str, _seen))}")
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path)
     bases = data.pop("base", []) or []
     if isinstance(bases, str):
         bases = [bases]
@@ -129,7 +129,8 @@ def _known_key_error(key_path, known, origin):
     hint = f" Did you mean '{'.'.join(key_path[:-1] + [hint[0]])}'?" if hint else ""
     where = ".".join(key_path[:-1]) or "the top level"
     return RecipeError(
-        f"unknown config key '{'.'.join(key_path)}' in {origin}.{hint} Known keys in {where}: {', '.join(sorted(known))}"
+        f"unknown config key '{'.'.join(key_path)}' in {origin}.{hint} Known keys in {where}: "
+        f"{', '.join(sorted(known))}"
     )
 
 
@@ -183,7 +184,7 @@ def apply_overrides(cfg, overrides, schema):
 def load_config(tag, overrides=(), dirs=None):
     """The merged config of an experiment: common.yml < bases < conf/<tag>.yml < overrides."""
     dirs = dirs or conf_dirs()
-    schema = _read_yaml(COMMON)
+    schema = read_yaml_mapping(COMMON)
     path = find_config(tag, dirs)
     own = load_yaml_with_bases(path)
     check_keys(own, schema, str(path))
@@ -209,7 +210,8 @@ ABSENT = "<absent>"
 def changed_keys(old, new):
     """[(dotted key, old value, new value)] for every key that differs between two configs, sorted."""
     a, b = flatten(old), flatten(new)
-    return [(k, a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(set(a) | set(b)) if a.get(k, ABSENT) != b.get(k, ABSENT)]
+    return [(k, a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(set(a) | set(b))
+            if a.get(k, ABSENT) != b.get(k, ABSENT)]
 
 
 def diff_configs(old, new):
@@ -220,31 +222,3 @@ def diff_configs(old, new):
 def override_keys(overrides):
     """The dotted keys that command-line overrides set ('group.key=value' -> 'group.key')."""
     return {".".join(parse_override(text)[0]) for text in overrides}
-
-
-def evaluation_config(frozen_path, requested, explicit_keys):
-    """The config stage 3 evaluates an experiment with: its frozen conf.yml, with the `eval` group from the
-    request (conf/<tag>.yml plus the command line), since evaluation settings may change freely.
-
-    Anything else comes from the frozen file, so that the oracle sees the model's STFT and the views are
-    the ones it was trained for. A key set on the command line that contradicts the frozen value is
-    refused, naming it; a difference that comes from conf/<tag>.yml having been edited since is reported.
-    """
-    frozen = deep_merge(default_config(), _read_yaml(frozen_path))  # keys added since, at their defaults
-    cfg = copy.deepcopy(frozen)
-    cfg["eval"] = deep_merge(frozen.get("eval") or {}, requested["eval"])
-    cfg["tag"] = requested["tag"]
-    differences = [(k, a, b) for k, a, b in changed_keys(frozen, requested) if k.split(".")[0] not in ("eval", "tag")]
-    # an override of a mapping ('data.n_mixtures={...}') sets every key below it
-    refused = [(k, a, b) for k, a, b in differences if any(k == e or k.startswith(e + ".") for e in explicit_keys)]
-    if refused:
-        lines = "; ".join(f"{k} = {b!r} (trained with {a!r})" for k, a, b in refused)
-        raise RecipeError(f"stage 3 evaluates the experiment as it was trained ({frozen_path}), but the command line "
-                          f"asks for {lines}. Drop those options (only eval.* may change at stage 3), or train another "
-                          f"--tag with them.")
-    defaults = flatten(default_config())
-    edited = [k for k, _, new in differences if k not in defaults or new != defaults[k]]  # not just a new default
-    if edited:
-        print(f"stage 3: evaluating with {frozen_path}; conf/{requested['tag']}.yml now differs in "
-              f"{', '.join(edited)} (not used)", flush=True)
-    return cfg

@@ -29,7 +29,8 @@ def integer(lo=None, hi=None, null=False):
 def number(lo=None, above=None, hi=None, null=False):
     what = "a number" + (f" >= {lo}" if lo is not None else "") + (f" > {above}" if above is not None else "") + \
         (f" <= {hi}" if hi is not None else "")
-    ok = lambda v: _is_number(v) and (lo is None or v >= lo) and (above is None or v > above) and (hi is None or v <= hi)
+    ok = lambda v: (_is_number(v) and (lo is None or v >= lo) and (above is None or v > above)
+                    and (hi is None or v <= hi))
     return (lambda v: (v is None and null) or ok(v)), what + (" or null" if null else "")
 
 
@@ -71,7 +72,7 @@ def _metrics(v):
 RULES = {
     "data.dataset": text(),
     "data.format": choice("auto", "synth", "synth_speakers", "folder", "esc50", "fsdkaggle2018", "listing",
-                          "debian_sounds", "debian_speech", "wsj0-2mix",
+                          "debian_sounds", "debian_speech", "debian_all", "wsj0-2mix",
                           "librimix"),
     "data.source_dir": text(null=True),
     "data.sample_rate": integer(lo=1000),
@@ -107,6 +108,8 @@ RULES = {
     "training.batch_size": integer(lo=1),
     "training.num_workers": integer(lo=0),
     "training.seed": integer(lo=0),
+    "training.loggers": (lambda v: isinstance(v, list) and "csv" in v and set(v) <= {"csv", "tensorboard"},
+                         "a list of csv and tensorboard, with csv (the curves and reports read it)"),
     "training.early_stop_patience": integer(lo=1, null=True),
     "training.save_top_k": integer(lo=1),
     "training.gradient_clip_val": number(above=0, null=True),

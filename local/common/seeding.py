@@ -26,7 +26,8 @@ DOMAINS = {
     "bootstrap": 10,       # bootstrap resamples: keys (bootstrap_seed,)
     "batch_order": 11,     # the shuffled item order of a training epoch: keys (training seed, epoch)
     "augmentation": 12,    # perturbation of dynamically mixed sources: keys (view_seed, n_src, epoch, item)
-    "protocol": 13,        # benchmark protocols built from a listing (local/benchmarks/small_data.py): keys (seed, protocol)
+    # benchmark protocols built from a listing (local/benchmarks/small_data.py): keys (seed, protocol)
+    "protocol": 13,
 }
 
 

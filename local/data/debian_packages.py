@@ -4,7 +4,7 @@
 unpacks each into its own folder; this module then lists their audio files as a dataset in the `listing`
 format (`<dir>/listing.csv`: path, label, split, plus where each file came from and under which license).
 
-Two datasets:
+Three datasets:
   sounds  categories of real recorded sounds: `sonic-pi-samples` (CC0 recordings: drums, tabla, guitar,
           ambience, ...), `hydrogen-data` and `hydrogen-drumkits` (acoustic and electronic drum kits, the
           instrument names of each kit's drumkit.xml naming its files), `lmms-common` (drum, bass and
@@ -14,6 +14,9 @@ Two datasets:
           split per category by position in name order.
   speech  real recorded speech: the Asterisk prompt packages, one voice each (8 kHz). The label is the
           voice; with five voices, every voice appears in every split and its prompts are split 70/15/15.
+  all     every real sound the project can fetch, for pretraining (egs/pretrain_sounds): the categories of
+          `sounds`, every prompt of `speech` as one category "speech", and the embedded synthetic categories
+          (local/data/synth_sounds.py, rendered once into <dir>/synth/, CC0) as "synth_<name>".
 
 Each file's license is the one of the most specific stanza of its package's machine-readable
 `debian/copyright` (DEP-5) that names it, else the package's `Files: *` stanza; `copyright` names the file.
@@ -35,12 +38,16 @@ import yaml
 from local.common import io_utils
 from local.common.errors import RecipeError, exit_on_recipe_error
 from local.data.sources import SPLITS, audio_info
+from local.data.synth_sounds import CATEGORIES as SYNTH_CATEGORIES
+from local.data.synth_sounds import render
 
 SOUND_PACKAGES = ("sonic-pi-samples", "hydrogen-data", "hydrogen-drumkits", "lmms-common")
 SPEECH_PACKAGES = {"asterisk-core-sounds-en-wav": "en", "asterisk-core-sounds-fr-wav": "fr",
                    "asterisk-core-sounds-it-wav": "it", "asterisk-core-sounds-ru-wav": "ru",
                    "asterisk-prompt-it-menardi-wav": "it_menardi"}
 AUDIO = (".wav", ".flac", ".ogg")
+KINDS = ("sounds", "speech", "all")
+SYNTH_CLIPS_PER_CATEGORY = 40  # kind "all": as many as a drum category of the sound packages holds
 LISTING_VERSION = 1  # raise when the listing rules change, so that older listings are rebuilt
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 LISTING_COLUMNS = ["path", "label", "split", "source", "package", "version", "license", "copyright"]
@@ -204,7 +211,7 @@ def sound_entries(out_dir, versions):
     """[(entry dict)] for every audio file of the sound packages a category rule names, with its source."""
     out_dir = Path(out_dir)
     entries, unnamed = [], 0
-    for package in versions:
+    for package in (p for p in versions if p in SOUND_PACKAGES):
         root = out_dir / package
         stanzas = copyright_stanzas(root / "usr/share/doc" / package / "copyright")
         instruments = {}
@@ -244,6 +251,25 @@ def speech_entries(out_dir, versions):
                             "version": versions[package], "license": license_of(rel, stanzas),
                             "copyright": f"{package}/usr/share/doc/{package}/copyright"})
     print(f"  speech: {len(entries)} prompts of {len({e['label'] for e in entries})} voices", flush=True)
+    return entries
+
+
+def synth_entries(out_dir, clips_per_category=None, sample_rate=16000, seed=0):
+    """The embedded synthetic categories as files of the pretraining set: <out_dir>/synth/<name>/<name>_NNN.wav,
+    2.5-5 s each, drawn from their own seeded streams (the same clips on every machine), labelled synth_<name>."""
+    from local.common import seeding
+
+    entries = []
+    for index, name in enumerate(SYNTH_CATEGORIES):
+        for clip in range(clips_per_category or SYNTH_CLIPS_PER_CATEGORY):
+            rel = Path("synth") / name / f"{name}_{clip:03d}.wav"
+            if not (Path(out_dir) / rel).is_file():
+                rng = seeding.stream("synth_sounds", seed, index, clip)
+                audio = render(name, rng, sample_rate, rng.uniform(2.5, 5.0))
+                io_utils.write_wav(Path(out_dir) / rel, audio, sample_rate, subtype="PCM_16")
+            entries.append({"path": str(rel), "label": f"synth_{name}", "source": "", "package": "synth",
+                            "version": "", "license": "CC0-1.0", "copyright": "local/data/synth_sounds.py"})
+    print(f"  synth: {len(entries)} clips of {len(SYNTH_CATEGORIES)} categories", flush=True)
     return entries
 
 
@@ -314,21 +340,26 @@ def keep_categories_in_every_split(entries, min_per_split):
 def build(out_dir, kind, min_per_split=None):
     """Fetch, unpack and list one dataset ('sounds' or 'speech') into out_dir; returns the listing path.
     A listing already made from the same packages is kept."""
-    if kind not in ("sounds", "speech"):
-        raise RecipeError(f"unknown Debian dataset {kind!r}; known: sounds, speech")
+    if kind not in KINDS:
+        raise RecipeError(f"unknown Debian dataset {kind!r}; known: {', '.join(KINDS)}")
     out_dir = Path(out_dir)
-    packages = list(SOUND_PACKAGES if kind == "sounds" else SPEECH_PACKAGES)
-    min_per_split = min_per_split or ({"train": 6, "val": 2, "test": 2} if kind == "sounds"
-                                      else {"train": 20, "val": 5, "test": 5})
+    packages = list(SOUND_PACKAGES if kind == "sounds" else SPEECH_PACKAGES if kind == "speech"
+                    else (*SOUND_PACKAGES, *SPEECH_PACKAGES))
+    min_per_split = min_per_split or ({"train": 20, "val": 5, "test": 5} if kind == "speech"
+                                      else {"train": 6, "val": 2, "test": 2})
     listing, meta = out_dir / "listing.csv", out_dir / "listing.yml"
     versions = fetch(out_dir, packages)
     settings = {"kind": kind, "listing_version": LISTING_VERSION, "packages": versions,
-                "rules": [list(r) for r in CATEGORY_RULES] if kind == "sounds" else None,
+                "rules": [list(r) for r in CATEGORY_RULES] if kind != "speech" else None,
                 "fractions": FRACTIONS, "min_per_split": min_per_split}
     if listing.is_file() and meta.is_file() and yaml.safe_load(meta.read_text()).get("settings") == settings:
         print(f"  {listing} is up to date; kept", flush=True)
         return listing
-    entries = sound_entries(out_dir, versions) if kind == "sounds" else speech_entries(out_dir, versions)
+    if kind == "all":  # every voice is one category, and the synthetic categories join
+        entries = (sound_entries(out_dir, versions)
+                   + [dict(e, label="speech") for e in speech_entries(out_dir, versions)] + synth_entries(out_dir))
+    else:
+        entries = sound_entries(out_dir, versions) if kind == "sounds" else speech_entries(out_dir, versions)
     entries, unreadable = keep_readable(entries, out_dir)
     entries, counts = keep_categories_in_every_split(assign_splits(entries), min_per_split)
     if not entries:
@@ -349,7 +380,7 @@ def build(out_dir, kind, min_per_split=None):
 @exit_on_recipe_error
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Fetch and list a real-recordings dataset from Debian packages.")
-    parser.add_argument("kind", choices=("sounds", "speech"))
+    parser.add_argument("kind", choices=KINDS)
     parser.add_argument("out_dir")
     args = parser.parse_args(argv)
     build(args.out_dir, args.kind)

@@ -7,18 +7,19 @@ is a row drawn on the fly.
 
 Reproducible and exactly resumable: the batch sampler hands out `epoch * n + i` (`EpochBatchSampler` with
 `epoch_in_index`), and item i of epoch e is drawn from its own random stream seeded by (view_seed, n_src, e,
-i) with its own domain tag (local/common/seeding.py), so any worker, any process count and a resumed run build the same mixture for the same step. Epoch 0 is
-the stage-1 view CSV itself, so the first epoch equals that of a run without dynamic mixing. Validation and
-test views stay fixed. `data.augmentation` perturbs the sources of epochs >= 1 (local/data/augmentation.py).
+i) with its own domain tag (local/common/seeding.py), so any worker, any process count and a resumed run build
+the same mixture for the same step. Epoch 0 is the stage-1 view CSV itself, so the first epoch equals that of a
+run without dynamic mixing. Validation and test views stay fixed. `data.augmentation` perturbs the sources of
+epochs >= 1 (local/data/augmentation.py).
 """
 from pathlib import Path
 
+from local.common import seeding
 from local.common.errors import RecipeError
 from local.data import augmentation
 from local.data.dataset import ViewDataset
 from local.data.sources import load_sources
 from local.data.views import check_enough_labels, draw_view, split_candidates
-from local.common import seeding
 
 
 class DynamicMixingDataset(ViewDataset):
@@ -61,8 +62,9 @@ def dynamic_mixing_dataset(csv_path, data_cfg):
 
     data_dir = Path(csv_path).parent.parent
     if dataset_format(data_dir) in SCP_FORMATS:
-        raise RecipeError("data.dynamic_mixing: the wsj0-2mix / LibriMix lists pair fixed utterances (s1, s2 are folders, "
-                          "not speakers); dynamic mixing needs a dataset of labelled source files. Set it to false.")
+        raise RecipeError("data.dynamic_mixing: the wsj0-2mix / LibriMix lists pair fixed utterances (s1, s2 are "
+                          "folders, not speakers); dynamic mixing needs a dataset of labelled source files. Set it "
+                          "to false.")
     return DynamicMixingDataset(csv_path, data_dir, data_cfg)
 
 

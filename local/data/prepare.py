@@ -22,9 +22,9 @@ Formats:
   listing a CSV listing: <source_dir>/listing.csv with `path` (relative to source_dir), `label` and `split`
           (train, val or test; or empty in every row, then `file_selection_range` splits each label); other
           columns (source, license, ...) are kept in the listing and ignored here
-  debian_sounds, debian_speech  real recordings from Debian packages of sample libraries and voice prompts:
-          stage 0 fetches and unpacks them into source_dir and lists them (local/data/debian_packages.py),
-          then reads that listing
+  debian_sounds, debian_speech, debian_all  real recordings from Debian packages of sample libraries and voice
+          prompts (debian_all: both, plus the synthetic categories, for pretraining): stage 0 fetches and unpacks
+          them into source_dir and lists them (local/data/debian_packages.py), then reads that listing
 """
 from pathlib import Path
 
@@ -220,7 +220,7 @@ def listing_sources(source_dir):
     return rows
 
 
-DEBIAN_FORMATS = {"debian_sounds": "sounds", "debian_speech": "speech"}
+DEBIAN_FORMATS = {"debian_sounds": "sounds", "debian_speech": "speech", "debian_all": "all"}
 GENERATED = ("synth", "synth_speakers")
 FORMATS = GENERATED + ("folder", "esc50", "fsdkaggle2018", "listing") + tuple(DEBIAN_FORMATS) + SCP_FORMATS
 

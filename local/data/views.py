@@ -12,7 +12,8 @@ the same sources.csv and seed give the same CSV. Gains set each source's active 
 from `level_db_range` (dBFS), measured on the segment as the loader returns it (at the mixture's rate, over
 the frames where it sounds: local/data/activity.py); near-silent segments are redrawn so that every
 reference is a real sound; with `min_overlap` > 0 every mixture's sources sound together for at least that
-long, or for as long as the shortest of them sounds (placements redrawn until they do). views.yml records the share of mixtures at each overlap.
+long, or for as long as the shortest of them sounds (placements redrawn until they do). views.yml records the
+share of mixtures at each overlap.
 """
 import hashlib
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from local.common import io_utils
+from local.common import io_utils, seeding
 from local.common.errors import RecipeError
 from local.data import activity
 from local.data.audio import read_segment
@@ -29,13 +30,13 @@ from local.data.scp import SCP_FORMATS, scp_views
 from local.data.source_cache import SourceCache
 from local.data.sources import SPLITS, dataset_format, load_sources
 from local.data.view_csv import view_columns, views_dir
-from local.common import seeding
 
 SILENCE_DB = -50.0  # a segment quieter than this (RMS over the segment, dBFS, at the mixture rate) is redrawn
 MAX_REDRAWS = 20
-# how gains are set; views.yml records it, so views measured otherwise (RMS over the whole segment at the file's
-# rate, before 2026-12) are refused rather than silently mixed with these
-LEVEL_MEASURE = "active level at the mixture rate"
+# views.yml's format: raised whenever what a view CSV means changes (2: active levels at the mixture rate, minimum
+# overlap, independent seed streams). Views of another format are refused with one line rather than read by
+# compatibility rules, so every rule has one code path.
+VIEWS_FORMAT = 2
 STATS_KEY = "overlap_shares"  # views.yml: the measured overlap of the views, not a setting
 
 
@@ -58,11 +59,10 @@ def view_settings(data_cfg, sources_csv, fixed_splits=False):
         "drop_small_categories": bool(data_cfg.get("drop_small_categories")),
         "segment_seconds": data_cfg.get("segment_seconds"),
         "disjoint_labels": bool(data_cfg.get("disjoint_labels")),
-        # recorded only where they differ from the neutral values that views made before them used
         "n_classes": data_cfg.get("n_classes"),
-        "mixing_policy": None if data_cfg.get("mixing_policy", "t0") == "t0" else data_cfg["mixing_policy"],
+        "mixing_policy": data_cfg.get("mixing_policy", "t0"),
         "min_overlap": float(data_cfg["min_overlap"]),
-        "level": LEVEL_MEASURE,
+        "format_version": VIEWS_FORMAT,
         "sources_sha256": hashlib.sha256(Path(sources_csv).read_bytes()).hexdigest(),
     }
 
@@ -104,13 +104,14 @@ def split_candidates(sources, data_cfg):
         for b in SPLITS[i + 1 :]:
             if paths[a] & paths[b]:
                 raise RecipeError(f"splits {a} and {b} share {len(paths[a] & paths[b])} files (e.g. "
-                                  f"{sorted(paths[a] & paths[b])[0]}): make data.file_selection_range.{a} and .{b} disjoint")
-    labels = {s: {l for l, rows in out[s].items() if rows} for s in SPLITS}
+                                  f"{sorted(paths[a] & paths[b])[0]}): make data.file_selection_range.{a} and .{b} "
+                                  f"disjoint")
+    labels = {s: {label for label, rows in out[s].items() if rows} for s in SPLITS}
     if data_cfg.get("disjoint_labels"):  # speakers: every split has its own
         if data_cfg.get("n_classes"):
             raise RecipeError("data.n_classes picks a pool of categories shared by the splits; with "
                               "data.disjoint_labels (speakers) it does not apply: set it to null")
-        return {s: {l: out[s][l] for l in sorted(labels[s])} for s in SPLITS}
+        return {s: {label: out[s][label] for label in sorted(labels[s])} for s in SPLITS}
     common = set.intersection(*labels.values())
     missing = {s: sorted(set(out[s]) - labels[s]) for s in SPLITS if set(out[s]) - labels[s]}
     if missing and not data_cfg.get("drop_small_categories"):
@@ -122,7 +123,7 @@ def split_candidates(sources, data_cfg):
         dropped = sorted(set(sources["label"]) - common)
         print(f"stage 1: leaving out {len(dropped)} categories without files in every split: {', '.join(dropped)}")
     pool = class_pool(sorted(common), data_cfg.get("n_classes"), int(data_cfg["view_seed"]))
-    return {s: {l: out[s][l] for l in pool} for s in SPLITS}
+    return {s: {label: out[s][label] for label in pool} for s in SPLITS}
 
 
 def class_pool(labels, n_classes, seed):
@@ -269,19 +270,14 @@ def make_views(data_cfg, data_dir, announce_skip=True):
     meta_path = out_dir / "views.yml"
     if meta_path.is_file():
         done = yaml.safe_load(meta_path.read_text())
+        done = done if isinstance(done, dict) else {}
         done.pop(STATS_KEY, None)
-        # a setting introduced after these views were made matches while it keeps its neutral value
-        done.update({k: v for k, v in settings.items() if k not in done and v in (None, False)})
-        if fixed and done.get("file_selection_range") is not None:
-            # Views made before the fixed splits were used whole: the range then picked files inside each split.
-            # They stay as they are, so experiments trained on them keep their test set.
-            if dataset_format(data_dir) not in SCP_FORMATS and {**done, "file_selection_range": None} == settings:
-                print(f"stage 1: {out_dir} was made by an earlier version that applied data.file_selection_range "
-                      f"inside the dataset's fixed splits; kept as it is. Delete {out_dir} to rebuild it from every "
-                      f"file of each split.", flush=True)
-            done["file_selection_range"] = None
+        if done.get("format_version") != VIEWS_FORMAT:
+            raise RecipeError(f"{out_dir} was made by an older version of listener (views.yml format "
+                              f"{done.get('format_version', 1)}, this one writes {VIEWS_FORMAT}): delete {out_dir} "
+                              f"and re-run stage 1")
         if done == settings and all((out_dir / f"{s}.csv").is_file() for s in SPLITS):
-            if dataset_format(data_dir) not in SCP_FORMATS:  # views made before the cache existed: build it here,
+            if dataset_format(data_dir) not in SCP_FORMATS:  # the cache may have been deleted: build it here,
                 fill_cache(data_dir, sources, root, settings["sample_rate"])  # not in every loader worker at once
             if announce_skip:
                 print(f"stage 1: views in {out_dir} are up to date; skipped", flush=True)
@@ -293,7 +289,7 @@ def make_views(data_cfg, data_dir, announce_skip=True):
                 f"Delete {out_dir} to rebuild them, or keep both by using another --dataset name."
             )
     if dataset_format(data_dir) in SCP_FORMATS:
-        if settings["n_classes"] or settings["mixing_policy"]:
+        if settings["n_classes"] or settings["mixing_policy"] != "t0":
             raise RecipeError("data.n_classes and data.mixing_policy draw category mixtures; the wsj0-2mix / LibriMix "
                               "lists fix their mixtures: leave them at null and t0")
         for split, df in scp_views(data_dir, data_cfg, settings).items():

@@ -40,17 +40,16 @@ import pandas as pd
 import torch
 from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
 
-from local.common import io_utils
-from local.data import activity
-from local.evaluation.breakdowns import overlap_seconds, per_category, per_overlap
-from local.data.dataset import ViewDataset
+from local.common import io_utils, seeding
 from local.common.errors import RecipeError
+from local.data import activity
+from local.data.dataset import ViewDataset
+from local.evaluation.breakdowns import overlap_seconds, per_category, per_overlap
 from local.evaluation.metrics import BSS_BACKENDS, PESQ_RATES, si_sdr, source_metrics
-from local.evaluation.oracle import ORACLES, OracleMasks, bound_for
+from local.evaluation.oracle import OracleMasks, bound_for
 from local.evaluation.uncertainty import bootstrap_ci
 from local.models import load_model, n_sources
 from local.models.card import publish
-from local.common import seeding
 
 SPEECH_FORMATS = ("synth_speakers", "wsj0-2mix", "librimix")
 CHUNK = 32  # mixtures separated before their metrics are computed
@@ -239,7 +238,8 @@ def summarise(df, per_source, n_src, ecfg, bound):
         summary["n_overlapping"] = int(len(overlapping))
         if "si_sdri" in df:
             summary["si_sdri_median"] = round(float(df["si_sdri"].median()), 4)
-            summary["si_sdri_overlapping"] = round(float(overlapping["si_sdri"].mean()), 4) if len(overlapping) else None
+            summary["si_sdri_overlapping"] = (round(float(overlapping["si_sdri"].mean()), 4) if len(overlapping)
+                                              else None)
     if "permuted" in df:
         summary["permuted_share"] = round(float(df["permuted"].mean()), 4)
     summary["bound"] = bound
@@ -380,7 +380,8 @@ def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, backe
                     "overlap_seconds": overlap_seconds(sources.numpy(), dataset.sample_rate)}
             jobs.append({"index": index, "meta": meta, "mixture": mixture.numpy(), "sources": sources.numpy(),
                          "estimates": estimates.numpy(), "oracles": oracles, "sample_rate": dataset.sample_rate,
-                         "metrics": metrics, "backend": backend, "fixed_order": output.numpy() if fixed_order else None})
+                         "metrics": metrics, "backend": backend,
+                         "fixed_order": output.numpy() if fixed_order else None})
     rows, source_rows, metric_seconds = [], [], 0.0
     for _, row, srows, spent in pool.map(score_mixture, jobs):
         rows.append(row)
@@ -390,6 +391,7 @@ def _evaluate_chunk(model, dataset, indices, oracle, example_ids, metrics, backe
 
 
 def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerprint, seconds, wall, partial, bound):
+    from local.evaluation.curves import curves_figure
     from local.evaluation.pages import category_figure, write_index
 
     io_utils.write_csv(df, out_dir / "metrics.csv")
@@ -406,17 +408,21 @@ def _write_results(cfg, out_dir, df, per_source, dataset, example_ids, fingerpri
     if "pesq" in per_source.columns:  # the mean leaves out what PESQ could not score: say how many
         summary["pesq_unscored_sources"] = int(per_source["pesq"].isna().sum())
     examples = sorted(df["mixture_id"][sorted(example_ids)].tolist())
-    summary.update(evaluated_at=time.strftime("%Y-%m-%d %H:%M:%S"), tag=cfg["tag"], model=cfg["model"]["name"], loss=cfg["loss"]["name"], loss_domain=loss_domain(cfg),
+    summary.update(evaluated_at=time.strftime("%Y-%m-%d %H:%M:%S"), tag=cfg["tag"], model=cfg["model"]["name"],
+                   loss=cfg["loss"]["name"], loss_domain=loss_domain(cfg),
                    n_classes=cfg["data"].get("n_classes"), mixing_policy=cfg["data"].get("mixing_policy", "t0"),
                    examples=examples, **fingerprint)
-    labels = {m: group.sort_values("source")["label"].astype(str).tolist() for m, group in per_source.groupby("mixture_id")}
+    labels = {m: group.sort_values("source")["label"].astype(str).tolist()
+              for m, group in per_source.groupby("mixture_id")}
     sounds = [(m, out_dir / "examples" / m / "spectrograms.png", example_sounds(out_dir / "examples" / m, labels[m]))
               for m in examples]
-    write_index(out_dir, summary, categories, overlap, sounds)
+    curves = curves_figure(Path(out_dir).parent, out_dir / "curves.png", f"{cfg['tag']}: training")
+    write_index(out_dir, summary, categories, overlap, sounds, curves)
     io_utils.write_json(summary, out_dir / "summary.json")  # last: its presence means the evaluation is complete
     partial.remove()
-    report = ", ".join(f"{k} {summary[k]:.2f}" for k in ("si_sdr", "si_sdri", "sdr", "sdri", "pesq", "oracle_ratio_si_sdri",
-                                                          "oracle_ibm_si_sdri", "oracle_psm_si_sdri") if k in summary)
+    report = ", ".join(f"{k} {summary[k]:.2f}" for k in ("si_sdr", "si_sdri", "sdr", "sdri", "pesq",
+                                                          "oracle_ratio_si_sdri", "oracle_ibm_si_sdri",
+                                                          "oracle_psm_si_sdri") if k in summary)
     if "si_sdri_ci95" in summary:
         report += " (SI-SDRi 95 %% CI %.2f to %.2f)" % tuple(summary["si_sdri_ci95"])
     print(f"stage 3: {report}; wrote {out_dir}/summary.json and {out_dir}/index.html in {wall:.0f} s", flush=True)

@@ -123,11 +123,13 @@ def _table(df):
 
 
 def _audio(rel, label):
-    return f'<figure><figcaption>{html.escape(label)}</figcaption><audio controls preload="none" src="{html.escape(rel)}"></audio></figure>'
+    return (f'<figure><figcaption>{html.escape(label)}</figcaption>'
+            f'<audio controls preload="none" src="{html.escape(rel)}"></audio></figure>')
 
 
-def write_index(eval_dir, summary, categories, overlap, examples):
-    """eval_dir/index.html. `examples`: [(mixture_id, figure path or None, [(label, wav path)])]."""
+def write_index(eval_dir, summary, categories, overlap, examples, curves=None):
+    """eval_dir/index.html. `examples`: [(mixture_id, figure path or None, [(label, wav path)])]; `curves`: the
+    training curves' figure (local/evaluation/curves.py) or None."""
     eval_dir = Path(eval_dir)
     rel = lambda p: quote(Path(os.path.relpath(p, eval_dir)).as_posix())  # labels may hold spaces, '#', '%'...
     ci = lambda key: (f" [{summary[key + '_ci95'][0]:.2f}, {summary[key + '_ci95'][1]:.2f}]"
@@ -143,11 +145,16 @@ def write_index(eval_dir, summary, categories, overlap, examples):
         f"Trained on a {html.escape(str(summary.get('loss', '')))} loss in the "
         f"{html.escape(str(summary.get('loss_domain', '')))} domain. {bound_text} "
         f"Evaluated in {summary['eval_seconds']} s. "
-        f'Per-mixture rows: <a href="metrics.csv">metrics.csv</a>, per source: <a href="per_source.csv">per_source.csv</a>.</p>',
+        f'Per-mixture rows: <a href="metrics.csv">metrics.csv</a>, per source: '
+        f'<a href="per_source.csv">per_source.csv</a>.</p>',
         "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in figures) + "</table>",
     ]
+    if curves is not None:
+        parts += ["<h2>Training</h2>", f'<img src="{html.escape(rel(curves))}" alt="training and validation loss and '
+                  f'learning rate against optimizer steps">']
     if categories is not None:
-        parts += ["<h2>Per category</h2>", _table(categories), '<img src="per_category.png" alt="SI-SDRi per category">']
+        parts += ["<h2>Per category</h2>", _table(categories),
+                  '<img src="per_category.png" alt="SI-SDRi per category">']
     if overlap is not None:
         parts += ["<h2>Per number of overlapping sources</h2>", _table(overlap)]
     if examples:

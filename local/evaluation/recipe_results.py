@@ -19,6 +19,7 @@ import yaml
 
 from local.common import io_utils
 from local.common.errors import RecipeError, exit_on_recipe_error
+from local.common.frozen import read_frozen
 from local.evaluation.report import format_interval
 
 # Published figures of the same model family on a standard task: (figure, what, source). Only where the
@@ -41,13 +42,14 @@ def experiment_section(exp):
     if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
-    cfg = yaml.safe_load((exp / "conf.yml").read_text())
+    cfg = read_frozen(exp / "conf.yml")
     training = json.loads((exp / "training.json").read_text()) if (exp / "training.json").is_file() else {}
     runs = json.loads((exp / "provenance.json").read_text()) if (exp / "provenance.json").is_file() else []
     last = runs[-1] if runs else {}
     packages = last.get("packages", {})
     env = [("evaluated", summary.get("evaluated_at") or "-"), ("trained (last run)", last.get("time", "-")),
-           ("git commit", f"{last.get('git_commit')}" + (" (with uncommitted changes)" if last.get("git_dirty") else "")),
+           ("git commit",
+            f"{last.get('git_commit')}" + (" (with uncommitted changes)" if last.get("git_dirty") else "")),
            ("Python", last.get("python", "-")), ("torch", packages.get("torch", "-")),
            ("torchaudio", packages.get("torchaudio", "-")), ("Asteroid", packages.get("asteroid", "-")),
            ("Lightning", packages.get("pytorch-lightning", "-")), ("device", last.get("device", "-")),
@@ -68,7 +70,8 @@ def experiment_section(exp):
     paper = PAPER.get(cfg["model"]["name"])
     if paper:
         lines += ["", f"Paper: {paper[0]:.1f} dB {paper[1]} ({paper[2]}). Here: "
-                      f"{cfg['data']['dataset']} at {cfg['data']['sample_rate']} Hz, {cfg['data']['mixture_seconds']} s "
+                      f"{cfg['data']['dataset']} at {cfg['data']['sample_rate']} Hz, "
+                      f"{cfg['data']['mixture_seconds']} s "
                       f"mixtures and this config's size: not the same data or model size, so not comparable as equals."]
     lines += ["", "<details><summary>Frozen config (exp/" + exp.name + "/conf.yml)</summary>", "", "```yaml",
               yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```", "", "</details>", ""]
@@ -77,7 +80,8 @@ def experiment_section(exp):
 
 def write_results(exp_dir, out, title, tags=None):
     exp_dir = Path(exp_dir)
-    experiments = [exp_dir / t for t in tags] if tags else sorted(p for p in exp_dir.glob("*") if (p / "conf.yml").is_file())
+    experiments = ([exp_dir / t for t in tags] if tags
+                   else sorted(p for p in exp_dir.glob("*") if (p / "conf.yml").is_file()))
     missing = [str(e) for e in experiments if not (e / "conf.yml").is_file()]
     if missing:
         raise RecipeError(f"no experiment in {', '.join(missing)}: train and evaluate it first (stages 2-3)")

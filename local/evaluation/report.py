@@ -6,25 +6,25 @@ loss and the domain it compared in, SI-SDRi and SDRi with their 95 % bootstrap i
 the oracle mask that bounds the model with the model's share of it, training time over every run,
 learning-rate and other setting changes, git commit), sorted by tag, and exp/results.png (SI-SDRi per
 experiment with its interval, next to its bound). `compare` gives the paired difference of two
-experiments on the same test views. With a grid file (conf/grids/*.yml, a list of `cells`), each cell gets a status like the
-category study's TO-RUN checklist: done / trained, not evaluated / training at epoch N / not started. Sweeps
-(exp/<tag>/sweep/, local/sweep.py) get a table of their trials by state and their best trial, whose folder is
-also a row of the results table.
+experiments on the same test views. With a grid file (conf/grids/*.yml, a list of `cells`), each cell gets a
+status like the category study's TO-RUN checklist: done / trained, not evaluated / training at epoch N / not
+started. Sweeps (exp/<tag>/sweep/, local/sweep.py) get a table of their trials by state and their best trial,
+whose folder is also a row of the results table.
 """
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from local.common import io_utils
 from local.common.errors import RecipeError
+from local.common.frozen import read_frozen
 
 COLUMNS = ["tag", "state", "model", "n_src", "loss", "loss_domain", "pit", "n_parameters", "epochs_trained",
-           "best_val_loss", "si_sdri", "si_sdri_ci95", "sdri", "sdri_ci95", "si_sdr", "sdr", "sir", "sar", "stoi", "pesq",
-           "input_si_sdr", "fixed_order_si_sdri", "bound", "bound_si_sdri", "share_of_bound", "oracle_ratio_si_sdri",
-           "train_seconds", "n_test_mixtures", "changes", "git_commit"]
+           "best_val_loss", "si_sdri", "si_sdri_ci95", "sdri", "sdri_ci95", "si_sdr", "sdr", "sir", "sar", "stoi",
+           "pesq", "input_si_sdr", "fixed_order_si_sdri", "bound", "bound_si_sdri", "share_of_bound",
+           "oracle_ratio_si_sdri", "train_seconds", "n_test_mixtures", "changes", "curves", "git_commit"]
 
 
 def training_epoch(exp):
@@ -35,7 +35,7 @@ def training_epoch(exp):
 
 
 def experiment_row(exp):
-    cfg = yaml.safe_load((exp / "conf.yml").read_text())
+    cfg = read_frozen(exp / "conf.yml")
     row = {"tag": exp.name, "model": cfg["model"]["name"], "n_src": cfg["data"]["n_src"],
            "loss": cfg["loss"]["name"], "pit": cfg["loss"]["pit"]}
     training = exp / "training.json"
@@ -50,7 +50,8 @@ def experiment_row(exp):
     if training.is_file():
         t = json.loads(training.read_text())
         row.update(n_parameters=t["n_parameters"], epochs_trained=t["epochs_trained"],
-                   best_val_loss=t["best_val_loss"], train_seconds=t.get("train_seconds", t.get("train_seconds_this_run")))
+                   best_val_loss=t["best_val_loss"],
+                   train_seconds=t.get("train_seconds", t.get("train_seconds_this_run")))
     if summary.is_file():
         s = json.loads(summary.read_text())
         row.update({k: s.get(k) for k in COLUMNS if k in s})
@@ -61,6 +62,8 @@ def experiment_row(exp):
     history = exp / "history.txt"
     if history.is_file():  # "2026-11-21 16:20:00 optim.lr: 0.001 -> 0.0003 at epoch 4" -> the part after the time
         row["changes"] = "; ".join(" ".join(line.split(" ")[2:]) for line in history.read_text().splitlines())
+    if (exp / "eval" / "curves.png").is_file():  # training curves, drawn by stage 3 (local/evaluation/curves.py)
+        row["curves"] = f"[figure]({exp.name}/eval/curves.png)"
     provenance = exp / "provenance.json"
     if provenance.is_file():
         last = json.loads(provenance.read_text())[-1]

@@ -11,10 +11,9 @@ import inspect
 from pathlib import Path
 
 import torch
-
-from local.common.errors import RecipeError
 from asteroid.models import ConvTasNet, DPRNNTasNet
 
+from local.common.errors import RecipeError
 from local.models.dpcl import DPCLDPRNN
 from local.models.gab import GABMasker
 from local.models.huang_rnn import DRNNMasker, SRNNMasker
@@ -63,7 +62,8 @@ def _check_args(cls, name, args):
             hint = difflib.get_close_matches(key, accepted, n=1)
             hint = f" Did you mean 'model.{hint[0]}'?" if hint else ""
             raise RecipeError(f"unknown config key 'model.{key}' for model '{name}'.{hint} "
-                              f"Its keys: {', '.join(a for a in accepted if a not in ('n_src', 'sample_rate', 'fb_kwargs'))}")
+                              f"Its keys: "
+                              f"{', '.join(a for a in accepted if a not in ('n_src', 'sample_rate', 'fb_kwargs'))}")
 
 
 def build_model(cfg):

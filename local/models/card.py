@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 
-
 def model_card(package, cfg, licenses):
     """An Asteroid `serialize()` package with the card's fields: dataset, licenses, training config."""
     package = dict(package)

@@ -82,7 +82,8 @@ class DPCLDPRNN(STFTMasker):
     """Deep clustering (and optionally Chimera++) on a dual-path RNN over STFT frames."""
 
     def __init__(self, n_src, embedding_dim=40, mi_head=False, inference="kmeans", vad_db=40.0,
-                 kmeans_iterations=20, kmeans_restarts=3, embedding_activation="linear", kmeans_weights="vad", bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
+                 kmeans_iterations=20, kmeans_restarts=3, embedding_activation="linear", kmeans_weights="vad",
+                 bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
                  norm_type="gLN", bidirectional=True, rnn_type="LSTM", num_layers=1, dropout=0.0,
                  n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
         if inference not in ("kmeans", "mi"):

@@ -4,7 +4,6 @@ A residual stack of bidirectional LSTMs over the frames of the normalised log-ma
 then a linear layer to one mask per source and frequency bin. Built from Asteroid's `SingleRNN`.
 Each layer is x <- x + Linear(BLSTM(LayerNorm(x))) (pre-norm residual), which trains stably at depth.
 """
-import torch
 from asteroid.masknn import activations
 from asteroid.masknn.recurrent import SingleRNN
 from torch import nn

@@ -164,7 +164,8 @@ class SpectroTemporalNet(nn.Module):
 
 
 def chunk_starts(n_frames, seq_len):
-    """Chunk onsets covering n_frames with chunks of seq_len, a hop of half a chunk, the last chunk ending at the end."""
+    """Chunk onsets covering n_frames with chunks of seq_len, a hop of half a chunk,
+    the last chunk ending at the end."""
     if n_frames <= seq_len:
         return [0]
     starts = list(range(0, n_frames - seq_len + 1, max(seq_len // 2, 1)))

@@ -13,8 +13,8 @@ class keeps Asteroid's name, so a package saved here loads into `asteroid.models
 import inspect
 
 import torch
-from torch import nn
 from asteroid.models import SuDORMRFNet as AsteroidSuDORMRFNet
+from torch import nn
 
 
 class BasisAxisConv(nn.Module):

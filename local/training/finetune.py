@@ -13,11 +13,11 @@ import io
 from pathlib import Path
 
 import torch
-import yaml
 
 from local.common import io_utils
 from local.common.config import flatten
 from local.common.errors import RecipeError
+from local.common.frozen import read_frozen
 
 INIT_RECORD = "init_from.json"  # exp/<tag>/init_from.json: the source package and its SHA-256, from the first run
 SAME_MEANING = (("filterbank",), ("data", "n_src"), ("data", "sample_rate"))  # same shapes could still mean otherwise
@@ -56,9 +56,9 @@ def load_initial_weights(model, cfg, exp_dir=None):
         return None
     package_path, conf = source_package(init_from)
     try:
-        source_cfg = yaml.safe_load(conf.read_text())
-    except yaml.YAMLError as err:
-        raise RecipeError(f"training.init_from: {conf} is not YAML ({err}); fix it or use another experiment") from None
+        source_cfg = read_frozen(conf)
+    except RecipeError as err:
+        raise RecipeError(f"training.init_from: {err}") from None
     data = package_path.read_bytes()
     try:
         package = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

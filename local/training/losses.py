@@ -30,7 +30,7 @@ Asteroid's PITLossWrapper (exhaustively up to 3 sources, by the Hungarian algori
 """
 import torch
 from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
-from asteroid_filterbanks import Encoder, STFTFB
+from asteroid_filterbanks import STFTFB, Encoder
 from asteroid_filterbanks.transforms import mag
 from torch import nn
 
@@ -54,7 +54,8 @@ class PairwiseEuclideanSpectrogram(nn.Module):
         if domain not in DOMAINS:
             raise RecipeError(f"loss.domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
         self.domain, self.compression = domain, float(compression)
-        self.stft = Encoder(STFTFB(n_filters=n_filters, kernel_size=kernel_size, stride=stride, sample_rate=sample_rate))
+        self.stft = Encoder(STFTFB(n_filters=n_filters, kernel_size=kernel_size, stride=stride,
+                                   sample_rate=sample_rate))
 
     def features(self, wav):
         """[B, n_src, T] -> [B, n_src, F (or 2F), frames]."""
@@ -234,7 +235,8 @@ class DeepClusteringObjective(nn.Module):
         out = model.training_outputs(mixture, sources)
         batch, n_freq, frames, dim = out["embedding"].shape
         target = out["source_mag"].argmax(dim=1).reshape(batch, -1)
-        active = bin_weights(out["mixture_mag"], self.vad_db, self.dc_weights).reshape(batch, -1).to(out["embedding"].dtype)
+        active = (bin_weights(out["mixture_mag"], self.vad_db, self.dc_weights).reshape(batch, -1)
+                  .to(out["embedding"].dtype))
         n_src = out["source_mag"].shape[1]
         dc_loss = whitened_deep_clustering_loss if self.dc == "whitened" else deep_clustering_loss
         loss = dc_loss(out["embedding"].reshape(batch, -1, dim), target, active, n_src)
@@ -254,7 +256,8 @@ LOSSES = ("euclidean", "correlation", "discriminative", "sisdr", "deep_clusterin
 
 def pairwise_loss(loss_cfg, filterbank, sample_rate):
     name = loss_cfg["name"]
-    spec_args = dict(sample_rate=sample_rate, domain=loss_cfg["domain"], compression=loss_cfg["compression"], **filterbank)
+    spec_args = dict(sample_rate=sample_rate, domain=loss_cfg["domain"], compression=loss_cfg["compression"],
+                     **filterbank)
     if name == "euclidean":
         return PairwiseEuclideanSpectrogram(**spec_args)
     if name == "correlation":
@@ -280,7 +283,7 @@ def make_loss(cfg):
     loss_cfg = cfg["loss"]
     if loss_cfg["name"] == "deep_clustering":
         return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"],
-                                       loss_cfg.get("dc_weights", "vad"))  # absent from older conf.yml files
+                                       loss_cfg["dc_weights"])
     pairwise = pairwise_loss(loss_cfg, cfg["filterbank"], int(cfg["data"]["sample_rate"]))
     if loss_cfg["pit"]:
         return PITLossWrapper(pairwise, pit_from="pw_mtx")

@@ -23,8 +23,10 @@ PACKAGES = ("torch", "torchaudio", "asteroid", "asteroid-filterbanks", "pytorch-
 def git_state(root=ROOT):
     """(commit, dirty) of the repository, or (None, None) outside a git checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True).stdout
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None, None
     return commit, bool(status.strip())
@@ -73,7 +75,8 @@ def record_run(exp_dir, cfg, stage="train", device=None, n_devices=1):
     runs = json.loads(path.read_text()) if path.is_file() else []
     commit, dirty = git_state()
     runs.append({
-        "run": len(runs) + 1, "stage": stage, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": commit, "git_dirty": dirty,
+        "run": len(runs) + 1, "stage": stage, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": commit,
+        "git_dirty": dirty,
         "command": os.environ.get("LISTENER_COMMAND") or " ".join(sys.argv), "seed": cfg["training"]["seed"],
         "host": platform.node(), "python": platform.python_version(), "packages": package_versions(),
         "torch_threads": _torch_threads(), "device": device_name(device, n_devices),

@@ -30,8 +30,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 from torch.utils.data import Sampler
 
-from local.common import io_utils
-from local.common import seeding
+from local.common import io_utils, seeding
 
 
 def rank_and_world_size():
@@ -73,7 +72,8 @@ class EpochBatchSampler(Sampler):
     def order(self, epoch):
         if not self.shuffle:
             return torch.arange(self.n_items)
-        return torch.randperm(self.n_items, generator=torch.Generator().manual_seed(seeding.torch_seed("batch_order", self.seed, epoch)))
+        return torch.randperm(self.n_items, generator=torch.Generator().manual_seed(
+            seeding.torch_seed("batch_order", self.seed, epoch)))
 
     def _batches(self, epoch, items_done):
         rank, world = rank_and_world_size()
@@ -116,7 +116,8 @@ def _rng_states():
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}}
+            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                       "gauss_next": gauss_next}}
 
 
 def _set_rng_states(states):
@@ -124,7 +125,8 @@ def _set_rng_states(states):
     if states.get("cuda") and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
     n = states["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     p = states["python"]
     random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
 
@@ -246,7 +248,8 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.fit_loop.restarting:  # an epoch resumed mid-way: Lightning will not step the plateau schedulers
-            step_epoch_schedulers(trainer, {k: float(v) for k, v in trainer.callback_metrics.items()}, plateau_only=True)
+            step_epoch_schedulers(trainer, {k: float(v) for k, v in trainer.callback_metrics.items()},
+                                  plateau_only=True)
             self._save(trainer, "epoch end")
         else:
             self._save(trainer, "epoch end", scheduler_step_pending=True)

@@ -20,36 +20,28 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import yaml
 from asteroid.engine import System
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from local.common import io_utils, ownership
-from local.common.config import ABSENT, changed_keys, default_config, diff_configs, flatten
-from local.data.licenses import training_licenses
-from local.models.card import model_card
-from local.training.finetune import INIT_RECORD, load_initial_weights
-from local.training.provenance import next_run_number, record_run
+from local.common.errors import RecipeError
+from local.common.frozen import EPOCH_BOUNDARY_CHANGES, check_frozen_config, record_changes, write_frozen
 from local.data.dataset import ViewDataset
 from local.data.dynamic_mixing import check_augmentation, dynamic_mixing_dataset
-from local.common.errors import RecipeError
-from local.training.losses import batch_loss, make_loss
+from local.data.licenses import training_licenses
 from local.models import build_model, count_parameters, model_package
+from local.models.card import model_card
+from local.training.finetune import INIT_RECORD, load_initial_weights
+from local.training.losses import batch_loss, make_loss
+from local.training.provenance import next_run_number, record_run
 from local.training.resumable import AtomicCheckpointIO, EpochBatchSampler, LastCheckpoint, ResumeState
 
 # Lightning warns that a plain DataLoader cannot resume mid-epoch; ours does (local/training/resumable.py).
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 # Lightning 2.6 calls a torch pytree API that torch 2.11 deprecates; nothing a user can act on
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*is deprecated")
-
-# Groups that may change after training without making the experiment a different one.
-NOT_FROZEN = ("eval",)
-# how this run uses the machine, not what it trains: free to differ; init_from acts on a new experiment's first
-# run only (a resumed one has its weights in its checkpoint), so continuing without repeating it is the same run
-RUNTIME_KEYS = ("training.threads", "training.init_from")
-
 
 class SeparationSystem(System):
     """Asteroid's System, logging the training loss per epoch as well as per step."""
@@ -76,91 +68,6 @@ class SeparationSystem(System):
     def validation_step(self, batch, batch_nb):
         loss = self.common_step(batch, batch_nb, train=False)
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
-
-
-# Keys that may change when an experiment continues, on purpose (--allow_change): they steer the rest
-# of the training without making it a different experiment. Each change is recorded in history.txt.
-CHANGEABLE = ("optim.lr", "optim.weight_decay", "optim.lr_patience", "optim.lr_factor", "training.epochs",
-              "training.early_stop_patience", "training.batch_size", "training.num_workers", "training.max_minutes",
-              "training.snapshot_minutes",
-              "training.val_check_interval", "training.gradient_clip_val", "training.save_top_k",
-              "training.checkpoint_every_n_steps", "training.progress_every_n_steps", "training.accelerator",
-              "training.devices", "training.num_nodes", "training.strategy")
-
-
-# Changes that reshape how an epoch is cut into steps: allowed only when last.ckpt ends an epoch.
-EPOCH_BOUNDARY_CHANGES = ("training.batch_size", "training.devices", "training.num_nodes")
-
-
-def frozen_part(cfg):
-    return {k: v for k, v in cfg.items() if k not in NOT_FROZEN}
-
-
-def recorded_changes(exp_dir):
-    """{key: the value it had before its first recorded change} from exp_dir/history.txt."""
-    path = Path(exp_dir) / "history.txt"
-    first = {}
-    for line in (path.read_text().splitlines() if path.is_file() else []):
-        key, rest = line.split(" ", 2)[2].split(": ", 1)
-        first.setdefault(key, rest.split(" -> ", 1)[0])
-    return first
-
-
-def _set_flat(cfg, key, value):
-    node = cfg
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node[part]
-    node[last] = value
-
-
-def check_frozen_config(cfg, exp_dir, allow_change=()):
-    """Compare the requested config with the experiment's frozen conf.yml.
-
-    Returns the list of (key, old, new) changes to apply; refuses, with a readable diff, any change not
-    named in `allow_change` or not in CHANGEABLE. A key that history.txt shows was changed on purpose,
-    requested again at its value from before that change (conf/<tag>.yml was not edited), keeps the
-    experiment's recorded value: re-running the plain tag continues the experiment as it stands.
-    """
-    frozen_path = Path(exp_dir) / "conf.yml"
-    if not frozen_path.is_file():
-        return []
-    frozen = frozen_part(yaml.safe_load(frozen_path.read_text()))
-    history = recorded_changes(exp_dir)
-    defaults = flatten(default_config())
-    changes = []
-    for key, old, new in changed_keys(frozen, frozen_part(cfg)):
-        if key in RUNTIME_KEYS:
-            continue
-        if old == ABSENT and key in defaults and new == defaults[key]:
-            continue  # a setting added to the code after this experiment started, at its default
-        if key not in allow_change and key in history and str(new) == history[key]:
-            _set_flat(cfg, key, old)
-            print(f"stage 2: keeping {key} = {old} of {frozen_path} (changed on purpose, see history.txt)", flush=True)
-        else:
-            changes.append((key, old, new))
-    changed = [key for key, _, _ in changes]
-    refused = [k for k in changed if k not in allow_change or k not in CHANGEABLE]
-    if refused:
-        lines = "\n".join(diff_configs(frozen, frozen_part(cfg)))
-        raise RecipeError(
-            f"{frozen_path} differs from the requested config:\n{lines}\n"
-            f"Use another --tag (or --exp_dir), or delete {exp_dir} to start again. To continue this experiment with "
-            f"new training settings on purpose, name them: --allow_change '{' '.join(changed)}' "
-            f"(changeable: {', '.join(CHANGEABLE)})."
-        )
-    return changes
-
-
-def record_changes(exp_dir, changes, epoch):
-    """Append 'key: old -> new at epoch N' lines to exp_dir/history.txt."""
-    path = Path(exp_dir) / "history.txt"
-    previous = path.read_text() if path.is_file() else ""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    lines = "".join(f"{stamp} {k}: {old} -> {new} at epoch {epoch}\n" for k, old, new in changes)
-    io_utils.write_text(path, previous + lines)
-    for line in lines.splitlines():
-        print(f"stage 2: {line}", flush=True)
 
 
 class ApplyChangedSettings(pl.Callback):
@@ -236,12 +143,13 @@ def make_loaders(cfg, views, root):
     tcfg = cfg["training"]
     dynamic = bool(cfg["data"]["dynamic_mixing"])
     check_augmentation(cfg["data"])
-    train_set = dynamic_mixing_dataset(views / "train.csv", cfg["data"]) if dynamic else ViewDataset(views / "train.csv", root)
+    train_set = (dynamic_mixing_dataset(views / "train.csv", cfg["data"]) if dynamic
+                 else ViewDataset(views / "train.csv", root))
     val_set = ViewDataset(views / "val.csv", root)
     for ds in (train_set, val_set):
         if ds.sample_rate != int(cfg["data"]["sample_rate"]) or ds.n_src != int(cfg["data"]["n_src"]):
-            raise RecipeError(f"{ds.csv_path} holds {ds.n_src}-source views at {ds.sample_rate} Hz, the config asks for "
-                              f"{cfg['data']['n_src']} at {cfg['data']['sample_rate']} Hz; re-run stage 1")
+            raise RecipeError(f"{ds.csv_path} holds {ds.n_src}-source views at {ds.sample_rate} Hz, the config "
+                              f"asks for {cfg['data']['n_src']} at {cfg['data']['sample_rate']} Hz; re-run stage 1")
     workers, batch_size, seed = int(tcfg["num_workers"]), int(tcfg["batch_size"]), int(tcfg["seed"])
     # Each loader gets its own generator (it seeds the worker processes), so that creating a loader
     # iterator does not draw from the global RNG that dropout uses: a resumed run draws the same masks.
@@ -249,7 +157,8 @@ def make_loaders(cfg, views, root):
     train_sampler = EpochBatchSampler(len(train_set), batch_size, seed=seed, shuffle=True, drop_last=True,
                                       epoch_in_index=dynamic)
     val_sampler = EpochBatchSampler(len(val_set), batch_size, shuffle=False, drop_last=False)
-    train_loader = DataLoader(train_set, batch_sampler=train_sampler, generator=torch.Generator().manual_seed(seed), **common)
+    train_loader = DataLoader(train_set, batch_sampler=train_sampler, generator=torch.Generator().manual_seed(seed),
+                              **common)
     val_loader = DataLoader(val_set, batch_sampler=val_sampler, generator=torch.Generator().manual_seed(seed), **common)
     return train_loader, val_loader
 
@@ -283,7 +192,7 @@ class RecordExperiment(pl.Callback):
             if self.changes:
                 record_changes(self.exp_dir, self.changes, self.change_epoch)
             if self.changes or not (self.exp_dir / "conf.yml").is_file():
-                io_utils.write_yaml(self.cfg, self.exp_dir / "conf.yml")
+                write_frozen(self.cfg, self.exp_dir / "conf.yml")
             record_run(self.exp_dir, self.cfg, device=trainer.strategy.root_device, n_devices=trainer.num_devices)
         trainer.strategy.barrier("record_experiment")
 
@@ -425,12 +334,24 @@ def intact_checkpoint(exp_dir, last):
     return path, checkpoint
 
 
+def make_loggers(tcfg, exp_dir, run_number):
+    """The CSV logger (logs/run<N>/metrics.csv, read by the curves and reports), and TensorBoard's
+    (tensorboard/run<N>/) when training.loggers names it."""
+    loggers = [CSVLogger(save_dir=str(exp_dir), name="logs", version=f"run{run_number}")]
+    if "tensorboard" in tcfg.get("loggers", ["csv"]):
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(exp_dir), name="tensorboard", version=f"run{run_number}",
+                                         default_hp_metric=False))
+    return loggers
+
+
 def make_trainer(cfg, exp_dir, callbacks, run_number):
     tcfg = cfg["training"]
     max_time = {"minutes": float(tcfg["max_minutes"])} if tcfg["max_minutes"] else None
     return pl.Trainer(
         max_epochs=int(tcfg["epochs"]), max_time=max_time, callbacks=callbacks,
-        logger=CSVLogger(save_dir=str(exp_dir), name="logs", version=f"run{run_number}"),
+        logger=make_loggers(tcfg, exp_dir, run_number),
         accelerator=tcfg["accelerator"], devices=tcfg["devices"], num_nodes=int(tcfg["num_nodes"]),
         strategy=tcfg["strategy"], use_distributed_sampler=False,  # EpochBatchSampler shards, resumably
         plugins=[AtomicCheckpointIO()],
@@ -494,8 +415,8 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     n_params = count_parameters(model)
     if trainer.is_global_zero:
         if resume_from:
-            print(f"stage 2: resuming from {resume_path} (epoch {resume_from['epoch']}, step {resume_from['global_step']})",
-                  flush=True)
+            print(f"stage 2: resuming from {resume_path} (epoch {resume_from['epoch']}, "
+                  f"step {resume_from['global_step']})", flush=True)
         print(f"stage 2: training {cfg['model']['name']} ({n_params:,} parameters) on {len(train_loader.dataset)} "
               f"mixtures, {cfg['training']['epochs']} epochs max", flush=True)
     start = time.time()
@@ -522,6 +443,6 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     if (exp_dir / INIT_RECORD).is_file():  # written when the first run loaded the weights
         summary["init_from"] = json.loads((exp_dir / INIT_RECORD).read_text())
     io_utils.write_json(summary, exp_dir / "training.json")
-    print(f"stage 2: done in {wall:.0f} s; best val_loss {summary['best_val_loss']:.4f}; wrote {exp_dir}/best_model.pth",
-          flush=True)
+    print(f"stage 2: done in {wall:.0f} s; best val_loss {summary['best_val_loss']:.4f}; "
+          f"wrote {exp_dir}/best_model.pth", flush=True)
     return summary
