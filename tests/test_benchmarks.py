@@ -147,3 +147,36 @@ def test_budget_rows_say_how_far_training_got(tmp_path):
         {"epoch": 3, "optimizer_steps": 250, "mixtures_seen": 3000}
     assert training_progress(tmp_path / "old.pth", tmp_path / "conf.yml") == \
         {"epoch": None, "optimizer_steps": None, "mixtures_seen": None}
+
+
+def test_small_data_protocols_keep_the_held_out_package_out_and_cap_training():
+    """small30 caps each category's training files at 30 (val/test untouched); lopo tests on the held-out package
+    only, on the categories both sides have, and trains on at most 30 files of the others; the pretraining rows
+    hold nothing of the held-out package and give every category files in every split."""
+    import pandas as pd
+
+    from local.benchmarks.small_data import leave_one_package_out, pretraining_rows, small30
+
+    rows = []
+    for package, labels in (("a", ["kick", "snare", "speech"]), ("b", ["kick", "snare"]), ("held", ["kick", "bass"])):
+        for label in labels:
+            for k in range(50):
+                split = "train" if k < 40 or package == "b" else ("val" if k < 45 else "test")
+                split = "test" if package == "held" and k >= 40 else split
+                rows.append({"path": f"{package}/{label}/{k:02d}.wav", "label": label, "package": package,
+                             "split": split})
+    listing = pd.DataFrame(rows)
+    capped = small30(listing)
+    assert (capped[capped["split"] == "train"].groupby("label").size() == 30).all()
+    assert len(capped[capped["split"] != "train"]) == len(listing[listing["split"] != "train"])
+    lopo = leave_one_package_out(listing, "held")
+    assert set(lopo.loc[lopo["split"] == "test", "package"]) == {"held"}
+    assert set(lopo.loc[lopo["split"] != "test", "package"]) == {"a", "b"}
+    assert set(lopo["label"]) == {"kick"}  # bass only in the held-out package, snare and speech not in it
+    assert (lopo[lopo["split"] == "train"].groupby("label").size() <= 30).all()
+    assert lopo.groupby("split").size().to_dict() == {"test": 50, "train": 30, "val": 15}  # all held kick; 15 % of 100
+    pre = pretraining_rows(listing, "held")
+    assert "held" not in set(pre["package"]) and len(pre) == 250
+    assert pre.groupby("label")["split"].nunique().eq(3).all()  # snare of b had only training files
+    assert pre.groupby(["label", "split"]).size()[("kick", "test")] == 15
+    assert leave_one_package_out(listing, "held").equals(lopo) and pretraining_rows(listing, "held").equals(pre)

@@ -85,6 +85,22 @@ def leave_one_package_out(listing, held_out, seed=0):
     return pd.concat(out).sort_values("path")
 
 
+def pretraining_rows(listing, held_out, seed=0):
+    """Every listed file except `held_out`'s, split again per category (15 % val, 15 % test, at least one each):
+    the held-out package took some categories' only validation and test files with it. Pretraining uses its
+    validation split only (stage 2), so nothing of the held-out package reaches it."""
+    rng = seeding.stream("protocol", seed, 2)
+    rest = listing[(listing["package"] != held_out) & (listing["split"] != "")]
+    out = []
+    for _, rows in rest.sort_values("path").groupby("label", sort=True):
+        order = rng.permutation(len(rows))
+        n = max(1, int(round(0.15 * len(rows))))
+        out += [rows.iloc[sorted(order[:n])].assign(split="val"),
+                rows.iloc[sorted(order[n : 2 * n])].assign(split="test"),
+                rows.iloc[sorted(order[2 * n :])].assign(split="train")]
+    return pd.concat(out).sort_values("path")
+
+
 def write_protocol(listing_dir, name, rows, work):
     """A listing folder: one link per top-level folder of the original, and listing.csv."""
     folder = work / "folders" / name
@@ -121,8 +137,7 @@ def run_arm(protocol, folder, arm, epochs, work, extra, options=None, stop_stage
 def finetuning(pretrain_dir, held_out, lopo_folder, epochs, work, extra):
     """Pretrain on the pretraining listing without the held-out package, fine-tune on lopo; and scratch for
     twice the epochs on lopo. Returns their paired comparison on lopo's test mixtures."""
-    listing = pd.read_csv(Path(pretrain_dir) / "listing.csv", keep_default_na=False)
-    rows = listing[(listing["package"] != held_out) & (listing["split"] != "")]
+    rows = pretraining_rows(pd.read_csv(Path(pretrain_dir) / "listing.csv", keep_default_na=False), held_out)
     folder = write_protocol(Path(pretrain_dir), "pretrain", rows, work)
     dynamic = ["--data.dynamic_mixing", "true"]
     run_arm("pretrain", folder, "dynamic", epochs, work, extra, dynamic, stop_stage=2)
