@@ -73,6 +73,10 @@ def test_stage_3_refuses_a_mapping_override_that_contradicts_the_trained_config(
     # the eval group may change freely, also as a mapping
     ok = ["eval.max_mixtures=3"]
     assert evaluation_config(frozen, load_config("lstm_2src", ok), override_keys(ok))["eval"]["max_mixtures"] == 3
+    # so may how the run uses the machine, as at stage 2 (local/common/frozen.py RUNTIME_KEYS)
+    runtime = ["training.loggers=[csv, tensorboard]", "training.threads=1"]
+    cfg = evaluation_config(frozen, load_config("lstm_2src", runtime), override_keys(runtime))
+    assert cfg["training"]["loggers"] == ["csv", "tensorboard"] and cfg["training"]["threads"] == 1
 
 
 def test_a_conf_yml_of_another_format_is_refused_in_one_line_and_a_newer_key_takes_its_default(tmp_path):
@@ -95,6 +99,10 @@ def test_a_conf_yml_of_another_format_is_refused_in_one_line_and_a_newer_key_tak
         check_frozen_config(load_config("dpcl_dprnn_2spk_small"), exp)
     with pytest.raises(RecipeError, match="training.init_from: .*" + refusal):
         load_initial_weights(build_model(cfg), dict(cfg, training=dict(cfg["training"], init_from=str(exp))))
+    (exp / "conf.yml").write_text(yaml.safe_dump({"format_version": 2, **cfg}))
+    newer = r"made by a newer version of listener \(conf.yml format 2, this one reads 1\): update this checkout"
+    with pytest.raises(RecipeError, match=newer):
+        evaluation_config(exp / "conf.yml", cfg, set())
     lacking = dict(cfg, loss={k: v for k, v in cfg["loss"].items() if k != "dc_weights"})
     _freeze(lacking, exp / "conf.yml")
     assert read_frozen(exp / "conf.yml")["loss"]["dc_weights"] == load_config("lstm_2src")["loss"]["dc_weights"]

@@ -193,3 +193,19 @@ def test_training_log_splices_a_resumed_run_at_its_first_step(tmp_path):
     assert curves_figure(tmp_path, tmp_path / "c.png", "t").read_bytes()[:4] == b"\x89PNG"
     assert (training_log(tmp_path / "nothing") is None
             and curves_figure(tmp_path / "nothing", tmp_path / "n.png", "t") is None)
+    (tmp_path / "logs" / "run3").mkdir()
+    (tmp_path / "logs" / "run3" / "metrics.csv").write_text("")  # a run killed before its logger wrote a line
+    assert training_log(tmp_path)["step"].tolist() == [0, 10, 20, 30, 40, 50]
+
+
+def test_a_sweep_trials_curves_link_points_into_its_cell(tmp_path):
+    """The report is written in the experiments folder: a sweep's best trial lives in <cell>/trials/<n>/."""
+    from local.common.config import load_config
+    from local.common.frozen import write_frozen
+    from local.evaluation.report import experiment_row
+
+    trial = tmp_path / "cell" / "trials" / "003"
+    (trial / "eval").mkdir(parents=True)
+    write_frozen(load_config("lstm_2src"), trial / "conf.yml")
+    (trial / "eval" / "curves.png").write_bytes(b"\x89PNG")
+    assert experiment_row(trial, tmp_path)["curves"] == "[figure](cell/trials/003/eval/curves.png)"

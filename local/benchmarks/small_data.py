@@ -93,6 +93,8 @@ def pretraining_rows(listing, held_out, seed=0):
     rest = listing[(listing["package"] != held_out) & (listing["split"] != "")]
     out = []
     for _, rows in rest.sort_values("path").groupby("label", sort=True):
+        if len(rows) < 3:  # too few to give every split a file: left out (stage 1 would refuse the category)
+            continue
         order = rng.permutation(len(rows))
         n = max(1, int(round(0.15 * len(rows))))
         out += [rows.iloc[sorted(order[:n])].assign(split="val"),
@@ -187,7 +189,8 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     builders = {"small30": lambda: small30(listing), "lopo": lambda: leave_one_package_out(listing, args.held_out)}
     # figures of earlier runs with the same settings stay in --out; what this run measures replaces its part
-    settings = {"epochs": args.epochs, "held_out": args.held_out, "max_train_files_per_category": MAX_TRAIN}
+    settings = {"epochs": args.epochs, "held_out": args.held_out, "max_train_files_per_category": MAX_TRAIN,
+                "extra": args.extra}
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     result = previous if all(previous.get(k) == v for k, v in settings.items()) else {**settings, "protocols": {}}
     command = " ".join(["python -m local.benchmarks.small_data", *(argv or sys.argv[1:])])

@@ -57,6 +57,9 @@ def read_frozen(path):
     path = Path(path)
     data = read_yaml_mapping(path)
     version = data.pop(FORMAT_KEY, None)
+    if isinstance(version, int) and version > CONF_FORMAT:
+        raise RecipeError(f"{path} was made by a newer version of listener (conf.yml format {version}, this one "
+                          f"reads {CONF_FORMAT}): update this checkout (git pull) to use it")
     if version != CONF_FORMAT:
         raise RecipeError(f"{path} was made by an older version of listener (conf.yml format {version or 0}, this "
                           f"one reads {CONF_FORMAT}): delete {path.parent} and train it again (stage 2)")
@@ -110,7 +113,8 @@ def check_frozen_config(cfg, exp_dir, allow_change=()):
     changed = [key for key, _, _ in changes]
     refused = [k for k in changed if k not in allow_change or k not in CHANGEABLE]
     if refused:
-        lines = "\n".join(diff_configs(frozen, frozen_part(cfg)))
+        lines = "\n".join(line for line in diff_configs(frozen, frozen_part(cfg))
+                          if line.strip().split(":")[0] not in RUNTIME_KEYS)
         raise RecipeError(
             f"{frozen_path} differs from the requested config:\n{lines}\n"
             f"Use another --tag (or --exp_dir), or delete {exp_dir} to start again. To continue this experiment with "
@@ -132,8 +136,8 @@ def record_changes(exp_dir, changes, epoch):
 
 
 def evaluation_config(frozen_path, requested, explicit_keys):
-    """The config stage 3 evaluates an experiment with: its frozen conf.yml, with the `eval` group from the
-    request (conf/<tag>.yml plus the command line), since evaluation settings may change freely.
+    """The config stage 3 evaluates an experiment with: its frozen conf.yml, with the `eval` group and the
+    RUNTIME_KEYS from the request (conf/<tag>.yml plus the command line), since those may change freely.
 
     Anything else comes from the frozen file, so that the oracle sees the model's STFT and the views are
     the ones it was trained for. A key set on the command line that contradicts the frozen value is
@@ -143,9 +147,12 @@ def evaluation_config(frozen_path, requested, explicit_keys):
     cfg = copy.deepcopy(frozen)
     for group in NOT_FROZEN:
         cfg[group] = deep_merge(frozen.get(group) or {}, requested[group])
+    for key in RUNTIME_KEYS:
+        group, name = key.split(".")
+        cfg[group][name] = requested[group][name]
     cfg["tag"] = requested["tag"]
     differences = [(k, a, b) for k, a, b in changed_keys(frozen, requested)
-                   if k.split(".")[0] not in (*NOT_FROZEN, "tag")]
+                   if k.split(".")[0] not in (*NOT_FROZEN, "tag") and k not in RUNTIME_KEYS]
     # an override of a mapping ('data.n_mixtures={...}') sets every key below it
     refused = [(k, a, b) for k, a, b in differences if any(k == e or k.startswith(e + ".") for e in explicit_keys)]
     if refused:

@@ -272,6 +272,10 @@ def make_views(data_cfg, data_dir, announce_skip=True):
         done = yaml.safe_load(meta_path.read_text())
         done = done if isinstance(done, dict) else {}
         done.pop(STATS_KEY, None)
+        if isinstance(done.get("format_version"), int) and done["format_version"] > VIEWS_FORMAT:
+            raise RecipeError(f"{out_dir} was made by a newer version of listener (views.yml format "
+                              f"{done['format_version']}, this one writes {VIEWS_FORMAT}): update this checkout "
+                              f"(git pull), or use another --dataset name")
         if done.get("format_version") != VIEWS_FORMAT:
             raise RecipeError(f"{out_dir} was made by an older version of listener (views.yml format "
                               f"{done.get('format_version', 1)}, this one writes {VIEWS_FORMAT}): delete {out_dir} "

@@ -22,7 +22,10 @@ def training_log(exp_dir):
                   key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0))
     tables = []
     for path in runs:
-        table = pd.read_csv(path)
+        try:
+            table = pd.read_csv(path)
+        except pd.errors.EmptyDataError:  # a run killed before its logger wrote a line
+            continue
         if table.empty or "step" not in table:
             continue
         lr = [c for c in table.columns if c.startswith(LR_PREFIX)]

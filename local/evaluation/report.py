@@ -34,7 +34,8 @@ def training_epoch(exp):
     return max(int(e.max()) for e in epochs) if epochs else None
 
 
-def experiment_row(exp):
+def experiment_row(exp, exp_root=None):
+    exp_root = Path(exp_root) if exp_root is not None else exp.parent
     cfg = read_frozen(exp / "conf.yml")
     row = {"tag": exp.name, "model": cfg["model"]["name"], "n_src": cfg["data"]["n_src"],
            "loss": cfg["loss"]["name"], "pit": cfg["loss"]["pit"]}
@@ -63,7 +64,7 @@ def experiment_row(exp):
     if history.is_file():  # "2026-11-21 16:20:00 optim.lr: 0.001 -> 0.0003 at epoch 4" -> the part after the time
         row["changes"] = "; ".join(" ".join(line.split(" ")[2:]) for line in history.read_text().splitlines())
     if (exp / "eval" / "curves.png").is_file():  # training curves, drawn by stage 3 (local/evaluation/curves.py)
-        row["curves"] = f"[figure]({exp.name}/eval/curves.png)"
+        row["curves"] = f"[figure]({exp.relative_to(exp_root).as_posix()}/eval/curves.png)"
     provenance = exp / "provenance.json"
     if provenance.is_file():
         last = json.loads(provenance.read_text())[-1]
@@ -164,11 +165,11 @@ def report(exp_root, grid=None):
     sweeps = [sweep_row(p.parents[1]) for p in sorted(exp_root.glob("*/sweep/summary.json"))]
     if not experiments and not sweeps and not grid:
         raise RecipeError(f"no experiments in {exp_root}/ (nothing with a conf.yml): train one first (stage 2)")
-    rows = [experiment_row(e) for e in experiments]
+    rows = [experiment_row(e, exp_root) for e in experiments]
     for sweep in sweeps:  # a sweep's best trial is a row like any experiment, named by its folder
         best = exp_root / sweep["cell"] / "trials" / str(sweep["best_trial"])
         if sweep["best_trial"] is not None and (best / "conf.yml").is_file():
-            rows.append({**experiment_row(best), "tag": f"{sweep['cell']}/trials/{sweep['best_trial']}"})
+            rows.append({**experiment_row(best, exp_root), "tag": f"{sweep['cell']}/trials/{sweep['best_trial']}"})
     rows.sort(key=lambda r: r["tag"])
     df = pd.DataFrame(rows).reindex(columns=COLUMNS).dropna(axis=1, how="all")
     text = (f"# Results\n\nOne row per experiment in `{exp_root}/`; figures on the test views, in dB except STOI. "
