@@ -14,4 +14,4 @@ set -euo pipefail
 if listener_help "$0" "$@"; then echo; exec "$(dirname "$0")/../../run.sh" --help; fi
 exec "$(dirname "$0")/../../run.sh" --tag upit_lstm_2spk --dataset debian_speech \
   --data.format debian_speech --data_dir downloads/debian_speech --data.sample_rate 8000 \
-  --data.disjoint_labels false --data.file_selection_range null "$@"
+  --data.disjoint_labels false --data.file_selection_range null --data.min_overlap 1.0 "$@"
