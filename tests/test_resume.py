@@ -291,9 +291,11 @@ def test_init_from_starts_a_new_experiment_from_another_ones_weights_and_refuses
     # one line per validation (val_check_interval 0.5: two in the epoch), with the losses of the metrics log
     import re
 
-    lines = re.findall(r"stage 2: epoch 0 \(step (\d+)\): train_loss [-\d.]+, val_loss ([-\d.]+), lr ", text)
+    lines = re.findall(r"stage 2: epoch 0 \(step (\d+)\): train_loss [-\d.]+, val_loss ([-\d.]+), lr [^,]+, "
+                       r"\d+ s, best val_loss ([-\d.]+) \(epoch 0\)", text)
     logged = pd.read_csv(next((work / "exp_finetuned" / "tiny" / "logs").glob("run*/metrics.csv")))
-    assert [float(v) for _, v in lines] == [round(v, 4) for v in logged["val_loss"].dropna()]
+    assert [float(v) for _, v, _ in lines] == [round(v, 4) for v in logged["val_loss"].dropna()]
+    assert [float(b) for _, _, b in lines] == [round(v, 4) for v in logged["val_loss"].dropna().cummin()]
     record = json.loads((work / "exp_finetuned" / "tiny" / "training.json").read_text())["init_from"]
     assert record == {"path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
 

@@ -200,10 +200,12 @@ class RecordExperiment(pl.Callback):
 class EpochLine(pl.Callback):
     """One line per validation: epoch, the mean training loss of the epoch so far (this process's batches),
     the validation loss, the learning rate and the training time, so that a log tells how training goes without
-    opening logs/run<N>/metrics.csv."""
+    opening logs/run<N>/metrics.csv; and the best validation loss so far with its epoch (this run's). Written with
+    tqdm.write, so that the line starts on a line of its own below the progress bars, in a terminal and in a log."""
 
     def __init__(self):
         self.start, self.total, self.count = time.monotonic(), 0.0, 0
+        self.best = None  # (val_loss, epoch)
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.total, self.count = 0.0, 0
@@ -216,12 +218,20 @@ class EpochLine(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
+        from tqdm import tqdm
+
         parts = [f"train_loss {self.total / self.count:.4f}"] if self.count else []
         if "val_loss" in trainer.callback_metrics:
-            parts.append(f"val_loss {float(trainer.callback_metrics['val_loss']):.4f}")
+            val = float(trainer.callback_metrics["val_loss"])
+            parts.append(f"val_loss {val:.4f}")
+            if self.best is None or val < self.best[0]:
+                self.best = (val, trainer.current_epoch)
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-        print(f"stage 2: epoch {trainer.current_epoch} (step {trainer.global_step}): {', '.join(parts)}"
-              + (f", lr {lr:.3g}" if lr is not None else "") + f", {time.monotonic() - self.start:.0f} s", flush=True)
+        best = f", best val_loss {self.best[0]:.4f} (epoch {self.best[1]})" if self.best else ""
+        tqdm.write(f"stage 2: epoch {trainer.current_epoch} (step {trainer.global_step}): {', '.join(parts)}"
+                   + (f", lr {lr:.3g}" if lr is not None else "") + f", {time.monotonic() - self.start:.0f} s{best}",
+                   file=sys.stdout)
+        sys.stdout.flush()
 
 
 class ShareCores(pl.Callback):
