@@ -28,6 +28,7 @@ DOMAINS = {
     "augmentation": 12,    # perturbation of dynamically mixed sources: keys (view_seed, n_src, epoch, item)
     # benchmark protocols built from a listing (local/benchmarks/small_data.py): keys (seed, protocol)
     "protocol": 13,
+    "queries": 14,         # query items of a mixture (local/data/queries.py): keys (seed, epoch, mixture)
 }
 
 

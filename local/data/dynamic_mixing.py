@@ -46,13 +46,17 @@ class DynamicMixingDataset(ViewDataset):
                          self.level_db_range, rng, f"train_e{epoch}_{index:06d}", self.policy, self.min_overlap,
                          self.cache)[0]
 
-    def __getitem__(self, code):
-        epoch, index = divmod(int(code), len(self))
+    def drawn(self, epoch, index):
+        """(view row, mixture, sources) of item `index` in `epoch`, its sources perturbed (data.augmentation)."""
         perturb = None
         if epoch > 0 and self.augmenter:
             rng = self.augmenter.stream(epoch, index)
             perturb = lambda segment: self.augmenter.perturb(segment, self.sample_rate, rng)  # noqa: E731
-        return self.mix(self.view(epoch, index), index, perturb)
+        row = self.view(epoch, index)
+        return (row, *self.mix(row, index, perturb))
+
+    def __getitem__(self, code):
+        return self.drawn(*divmod(int(code), len(self)))[1:]
 
 
 def dynamic_mixing_dataset(csv_path, data_cfg):
