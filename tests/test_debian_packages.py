@@ -157,6 +157,15 @@ def test_stage_0_and_1_on_the_listing(unpacked, tmp_path):
     listing = pd.read_csv(unpacked / "listing.csv", keep_default_na=False)
     expected = sorted(set(listing.loc[listing["split"] == "train", "license"].replace("", "unknown")))
     assert training_licenses(data_dir, cfg["data"]) == expected and "unknown" not in expected
+    # the listing is the dataset: once edited (a row dropped), the prepared copy is not silently reused
+    original = (unpacked / "listing.csv").read_text()
+    try:
+        (unpacked / "listing.csv").write_text("".join(original.splitlines(keepends=True)[:-1]))
+        with pytest.raises(RecipeError, match="was prepared with other settings"):
+            prepare(cfg["data"], data_dir)
+    finally:
+        (unpacked / "listing.csv").write_text(original)
+    prepare(cfg["data"], data_dir)  # the same listing again: up to date
 
 
 def test_listing_errors_name_the_row_and_the_tool(unpacked, tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ again in the same `--work`, it reuses finished arms.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,11 @@ def write_protocol(listing_dir, name, rows, work):
         link = folder / top
         if not link.exists():
             link.symlink_to((listing_dir / top).resolve())
+    previous = (folder / "listing.csv").read_text() if (folder / "listing.csv").is_file() else None
     rows.to_csv(folder / "listing.csv", index=False)
+    if previous is not None and previous != (folder / "listing.csv").read_text():  # the protocol changed: its
+        shutil.rmtree(work / "data" / name, ignore_errors=True)  # prepared data and views are stale
+        print(f"{name}: the protocol's listing changed; rebuilding {work / 'data' / name}", flush=True)
     counts = rows.groupby(["split"]).size().to_dict()
     print(f"{name}: {rows['label'].nunique()} categories, files per split {counts}", flush=True)
     return folder

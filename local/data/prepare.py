@@ -239,6 +239,11 @@ def prep_settings(data_cfg, fmt):
         settings["folds"] = data_cfg.get("folds")
     if fmt in SCP_FORMATS:
         settings.update(mix_variant=data_cfg.get("mix_variant"), librimix_train=data_cfg.get("librimix_train"))
+    listing = Path(settings.get("source_dir", "")) / "listing.csv"
+    if fmt == "listing" and listing.is_file():  # the listing is the dataset: an edited one is another dataset
+        import hashlib
+
+        settings["listing_sha256"] = hashlib.sha256(listing.read_bytes()).hexdigest()
     return settings
 
 
