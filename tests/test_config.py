@@ -123,3 +123,25 @@ def test_data_dir_names_the_dataset_after_the_folder_whatever_the_config(tag, tm
     assert named["data"]["dataset"] == "voices9"
     listed, _ = resolve_config(parse_args(["prepare", "--tag", tag, "--data_dir", str(folder), "data.format=listing"]))
     assert listed["data"]["format"] == "listing"
+
+
+def test_a_folder_of_categories_gets_the_measured_folder_defaults_below_the_options(tmp_path):
+    """--data_dir with a category config: dynamic mixing, speed perturbation 0.1 and a 15-minute cap, unless the
+    command line says otherwise; not for a speaker config, a named format or the synthetic data; and they do not
+    count as options given (stage 3 compares only those with the frozen config)."""
+    from local.recipe import parse_args, resolve_config
+
+    def resolved(*argv):
+        cfg, given = resolve_config(parse_args(["train", *argv]))
+        return (cfg["data"]["dynamic_mixing"], cfg["data"]["augmentation"]["speed"],
+                cfg["training"]["max_minutes"]), given
+
+    folder = str(tmp_path / "my_sounds")
+    settings, given = resolved("--tag", "lstm_2src_sisdr", "--data_dir", folder)
+    assert settings == (True, 0.1, 15)
+    assert not any(o.startswith(("data.dynamic", "data.aug", "training")) for o in given)
+    assert resolved("--tag", "lstm_2src_sisdr", "--data_dir", folder, "data.dynamic_mixing=false",
+                    "training.max_minutes=null")[0] == (False, 0.1, None)
+    assert resolved("--tag", "lstm_2src_sisdr")[0] == (False, 0.0, None)
+    assert resolved("--tag", "lstm_2src_sisdr", "--data_dir", folder, "data.format=listing")[0] == (False, 0.0, None)
+    assert resolved("--tag", "dpcl_dprnn_2spk_small", "--data_dir", folder)[0][:2] == (False, 0.0)
