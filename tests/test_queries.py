@@ -24,7 +24,7 @@ def test_every_source_is_a_target_once_and_negatives_name_absent_labels(tiny_dat
         items = [queries[4 * m + slot] for slot in range(4)]
         assert sorted(meta["target"] for *_, meta in items) == [-1, -1, 0, 1]
         row_labels = {base.df.iloc[m]["label_0"], base.df.iloc[m]["label_1"]}
-        for mix, query, target, meta in items:
+        for (mix, query), target, meta in items:
             assert torch.equal(mix, mixture) and labels[query] == meta["query"]
             if meta["target"] >= 0:
                 assert meta["query"] == base.df.iloc[m][f"label_{meta['target']}"]
@@ -57,10 +57,41 @@ def test_queries_over_dynamic_mixing_follow_the_drawn_mixture(tiny_data):
     base = DynamicMixingDataset(csv, data_dir, cfg["data"])
     queries = QueryDataset(base, labels, negatives=1, return_meta=True)
     code = 2 * len(queries) + 3 * 3 + 1  # epoch 2, mixture 3, slot 1
-    mixture, query, target, meta = queries[code]
+    (mixture, query), target, meta = queries[code]
     drawn = base.view(2, 3)
     assert meta["mixture_id"] == drawn["mixture_id"] and torch.equal(mixture, base[2 * len(base) + 3][0])
     if meta["target"] >= 0:
         assert labels[query] == drawn[f"label_{meta['target']}"]
     again = QueryDataset(DynamicMixingDataset(csv, data_dir, cfg["data"]), labels, negatives=1)[code]
-    assert torch.equal(again[0], mixture) and again[1] == query and torch.equal(again[2], target)
+    assert torch.equal(again[0][0], mixture) and again[0][1] == query and torch.equal(again[1], target)
+
+
+def test_example_clips_come_from_another_file_of_the_queried_category_and_held_out_ones_are_never_queried(tiny_data):
+    """Query by example: each item's clip is the loudest second of another file of its category in the same split;
+    a held-out category is never a query (its slot queries an absent category), though its sounds stay in the
+    mixtures."""
+    from local.data.queries import ExamplePool, loudest_window
+    from local.data.views import split_candidates
+
+    data_dir, cfg = tiny_data
+    sources, root = load_sources(data_dir)
+    base = ViewDataset(views_dir(data_dir, 2) / "train.csv", root)
+    candidates = split_candidates(sources, cfg["data"])["train"]
+    labels = sorted(candidates)
+    held = labels[0]
+    pool = ExamplePool(candidates, root, base.sample_rate, 0.25, base.cache)
+    queries = QueryDataset(base, [label for label in labels if label != held], negatives=1, return_meta=True,
+                           examples=pool, held_out=[held])
+    files = {row["path"]: row["label"] for rows in candidates.values() for row in rows}
+    held_in_mixtures = 0
+    for code in range(len(queries)):
+        (mixture, clip), target, meta = queries[code]
+        assert clip.shape == (2000,) and meta["query"] != held and files[meta["example"]] == meta["query"]
+        if meta["target"] >= 0:
+            assert meta["example"] != meta[f"path_{meta['target']}"]
+        held_in_mixtures += held in (meta["label_0"], meta["label_1"])
+    assert held_in_mixtures > 0
+    audio = torch.cat([torch.zeros(1000), torch.ones(300), torch.zeros(3000)])
+    window = loudest_window(audio, 800)
+    assert len(window) == 800 and window.sum() == 300  # the loud part lies inside the window
+    assert len(loudest_window(torch.ones(100), 800)) == 800

@@ -30,6 +30,14 @@ def separate_parser():
     parser.add_argument("--out", required=True, help="output folder: <out>/spk<i>/<key>")
     parser.add_argument("--scp", help="'<key> <path>' list of mixtures")
     parser.add_argument("--window_seconds", type=float, default=8.0, help="longer inputs are separated in windows")
+    parser.add_argument("--query", help="a query model (model.name query_lstm): write only the sound of this category, "
+                                        "to <out>/<query>/<key>")
+    parser.add_argument("--remove", help="a query model: write the mixture without the sound of this category, to "
+                                         "<out>/without_<remove>/<key>")
+    parser.add_argument("--query_audio", help="a query-by-example model (model.query_type example): an example clip "
+                                              "of the sound to extract (its loudest --query_seconds), written to "
+                                              "<out>/like_<clip name>/<key>")
+    parser.add_argument("--query_seconds", type=float, default=1.0, help="length of the example taken from the clip")
     parser.add_argument("wavs", nargs="*", help="audio files to separate")
     return parser
 

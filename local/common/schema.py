@@ -91,10 +91,15 @@ RULES = {
     "data.dynamic_mixing": boolean(),
     "data.augmentation.speed": number(lo=0, hi=0.45),
     "data.augmentation.eq_db": number(lo=0, hi=24),
+    "data.query_negatives": integer(lo=0),
+    "data.query_example_seconds": number(above=0),
+    "data.query_held_out": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                            "a list of category names"),
     "filterbank.n_filters": integer(lo=2),
     "filterbank.kernel_size": integer(lo=2),
     "filterbank.stride": integer(lo=1),
-    "loss.name": choice("euclidean", "correlation", "discriminative", "sisdr", "deep_clustering"),
+    "loss.name": choice("euclidean", "correlation", "discriminative", "sisdr", "deep_clustering", "query_sisdr"),
+    "loss.negative_weight": number(lo=0),
     "loss.pit": boolean(),
     "loss.domain": choice("magnitude", "complex", "compressed"),
     "loss.compression": number(above=0, hi=1),
@@ -141,6 +146,7 @@ RULES = {
     "eval.bootstrap": integer(lo=100),
     "eval.bootstrap_seed": integer(lo=0),
     "eval.max_mixtures": integer(lo=1, null=True),
+    "eval.pick_baseline": (lambda v: v is None or isinstance(v, str), "an experiment folder or null"),
 }
 
 

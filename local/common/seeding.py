@@ -29,6 +29,7 @@ DOMAINS = {
     # benchmark protocols built from a listing (local/benchmarks/small_data.py): keys (seed, protocol)
     "protocol": 13,
     "queries": 14,         # query items of a mixture (local/data/queries.py): keys (seed, epoch, mixture)
+    "query_examples": 15,  # the example clip of a query item: keys (seed, epoch, mixture, slot)
 }
 
 

@@ -297,6 +297,10 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None, split="test"):
 
     warnings.filterwarnings("ignore", message=".*mir_eval.*")
     model = load_model(model_path)
+    if getattr(model, "queried", False):  # extraction of the sound a label names: scored per query
+        from local.evaluation.query_eval import evaluate_queries
+
+        return evaluate_queries(cfg, exp_dir, model, test_csv, root, out_dir, fingerprint)
     dataset = ViewDataset(test_csv, root, return_meta=True)
     if dataset.sample_rate != model.sample_rate or dataset.n_src != n_sources(model):
         raise RecipeError(f"{dataset.csv_path} has {dataset.n_src} sources at {dataset.sample_rate} Hz but the model "

@@ -18,6 +18,7 @@ from local.models.dpcl import DPCLDPRNN
 from local.models.gab import GABMasker
 from local.models.huang_rnn import DRNNMasker, SRNNMasker
 from local.models.lstm import LSTMMasker
+from local.models.query_lstm import QueryLSTMExtractor
 from local.models.stt import STTMasker
 from local.models.sudormrf import SuDORMRFNet
 from local.models.vtf import VTFMasker
@@ -33,6 +34,7 @@ MODELS = {
     "dprnn_tasnet": DPRNNTasNet,  # Asteroid's time-domain DPRNN-TasNet, the speaker-separation baseline
     "sudormrf": SuDORMRFNet,  # Asteroid's SuDoRM-RF (Tzinis et al. 2020), mask layer as a matmul (CPU speed)
     "conv_tasnet": ConvTasNet,  # Asteroid's Conv-TasNet (Luo and Mesgarani 2019)
+    "query_lstm": QueryLSTMExtractor,  # label-queried extraction of one sound (issue 23)
 }
 _BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
 

@@ -29,7 +29,7 @@ loud bins do not dominate):
 Asteroid's PITLossWrapper (exhaustively up to 3 sources, by the Hungarian algorithm from 4 on).
 """
 import torch
-from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
+from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr, singlesrc_neg_sisdr
 from asteroid_filterbanks import STFTFB, Encoder
 from asteroid_filterbanks.transforms import mag
 from torch import nn
@@ -269,6 +269,34 @@ def pairwise_loss(loss_cfg, filterbank, sample_rate):
     raise RecipeError(f"unknown loss.name '{name}'; known losses: {', '.join(LOSSES)}")
 
 
+class QueryExtractionLoss(nn.Module):
+    """The objective of label-queried extraction (local/models/query_lstm.py), on batches ((mixture, query), target)
+    of local/data/queries.py: negative SI-SDR of the output on positive queries; on negative queries (a silent
+    target) the output's energy relative to the mixture's in dB, 10 log10(|y|^2 / |x|^2), weighted by
+    `negative_weight` (a query for an absent sound should return silence, and SI-SDR is undefined on silence).
+    The mean over the batch's items. The energy term is floored at -80 dB (eps), where it stops pulling."""
+
+    uses_model = True
+
+    def __init__(self, negative_weight=1.0, eps=1e-8):
+        super().__init__()
+        self.negative_weight, self.eps = float(negative_weight), eps
+
+    def forward(self, model, inputs, target):
+        mixture, query = inputs
+        return self.from_estimates(model(mixture, query)[:, 0], mixture, target)
+
+    def from_estimates(self, estimate, mixture, target):
+        negative = target.pow(2).sum(-1) == 0
+        loss = estimate.new_zeros(())
+        if (~negative).any():
+            loss = loss + singlesrc_neg_sisdr(estimate[~negative], target[~negative]).sum()
+        if negative.any():
+            ratio = estimate[negative].pow(2).sum(-1) / mixture[negative].pow(2).sum(-1).clamp_min(self.eps)
+            loss = loss + self.negative_weight * (10 * torch.log10(ratio + self.eps)).sum()
+        return loss / len(target)
+
+
 def batch_loss(loss, model, mixture, sources):
     """The loss of one batch: objectives that need the model's inner outputs (`uses_model`, e.g. deep clustering's
     embeddings) take the model, the others its waveform estimates."""
@@ -281,6 +309,8 @@ def make_loss(cfg):
     """The training objective of an experiment config: a module (est, ref) -> scalar, or for
     deep clustering (model, mixture, sources) -> scalar."""
     loss_cfg = cfg["loss"]
+    if loss_cfg["name"] == "query_sisdr":
+        return QueryExtractionLoss(loss_cfg["negative_weight"])
     if loss_cfg["name"] == "deep_clustering":
         return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"],
                                        loss_cfg["dc_weights"])

@@ -31,7 +31,10 @@ from local.common.frozen import EPOCH_BOUNDARY_CHANGES, check_frozen_config, rec
 from local.data.dataset import ViewDataset
 from local.data.dynamic_mixing import check_augmentation, dynamic_mixing_dataset
 from local.data.licenses import training_licenses
-from local.models import build_model, count_parameters, model_package
+from local.data.queries import QueryDataset
+from local.data.sources import load_sources
+from local.data.views import split_candidates
+from local.models import MODELS, build_model, count_parameters, model_package
 from local.models.card import model_card
 from local.training.finetune import INIT_RECORD, load_initial_weights
 from local.training.losses import batch_loss, make_loss
@@ -139,6 +142,41 @@ def make_scheduler(optimizer, optim_cfg, epochs):
     raise RecipeError(f"unknown optim.scheduler '{name}'; known: plateau, cosine, none")
 
 
+def queried(cfg):
+    """True for a model that extracts the sound a query names (local/models/query_lstm.py)."""
+    return getattr(MODELS.get(cfg["model"]["name"]), "queried", False)
+
+
+def with_query_labels(cfg, views):
+    """A query model's categories: `model.labels`, or where the config leaves it null, the training split's
+    categories of the views' dataset, sorted (written into the frozen config, so stage 3 and the model card have
+    them). Refuses a query model without the query objective and the query objective without a query model."""
+    if queried(cfg) != (cfg["loss"]["name"] == "query_sisdr"):
+        raise RecipeError(f"model.name {cfg['model']['name']} and loss.name {cfg['loss']['name']} do not go together: "
+                          f"the query models (query_lstm) train with loss.name query_sisdr, and only they")
+    if queried(cfg) and not cfg["model"].get("labels"):
+        sources, _ = load_sources(Path(views).parent)
+        held_out = set(cfg["data"]["query_held_out"])
+        cfg["model"]["labels"] = sorted(set(split_candidates(sources, cfg["data"])["train"]) - held_out)
+    return cfg
+
+
+def query_datasets(cfg, views, datasets):
+    """The query items (local/data/queries.py) of the train and val view datasets: by label, or by example clip of
+    the same split for `model.query_type: example`; `data.query_held_out` categories never queried."""
+    data_cfg, splits = cfg["data"], ("train", "val")
+    pools = [None, None]
+    if cfg["model"].get("query_type", "label") == "example":
+        from local.data.queries import ExamplePool
+
+        sources, root = load_sources(Path(views).parent)
+        candidates = split_candidates(sources, data_cfg)
+        pools = [ExamplePool(candidates[split], root, ds.sample_rate, data_cfg["query_example_seconds"], ds.cache)
+                 for split, ds in zip(splits, datasets)]
+    return [QueryDataset(ds, cfg["model"]["labels"], data_cfg["query_negatives"], data_cfg["view_seed"],
+                         examples=pool, held_out=data_cfg["query_held_out"]) for ds, pool in zip(datasets, pools)]
+
+
 def make_loaders(cfg, views, root):
     tcfg = cfg["training"]
     dynamic = bool(cfg["data"]["dynamic_mixing"])
@@ -150,6 +188,8 @@ def make_loaders(cfg, views, root):
         if ds.sample_rate != int(cfg["data"]["sample_rate"]) or ds.n_src != int(cfg["data"]["n_src"]):
             raise RecipeError(f"{ds.csv_path} holds {ds.n_src}-source views at {ds.sample_rate} Hz, the config "
                               f"asks for {cfg['data']['n_src']} at {cfg['data']['sample_rate']} Hz; re-run stage 1")
+    if queried(cfg):  # items (mixture, query, target): every source once, plus negative queries
+        train_set, val_set = query_datasets(cfg, views, (train_set, val_set))
     workers, batch_size, seed = int(tcfg["num_workers"]), int(tcfg["batch_size"]), int(tcfg["seed"])
     # Each loader gets its own generator (it seeds the worker processes), so that creating a loader
     # iterator does not draw from the global RNG that dropout uses: a resumed run draws the same masks.
@@ -374,6 +414,7 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     """Train (or resume, or skip) one experiment. Every rank of a distributed run calls this; the
     decisions below only read files, so all ranks take the same ones."""
     exp_dir = Path(exp_dir)
+    cfg = with_query_labels(cfg, views)
     changes = check_frozen_config(cfg, exp_dir, allow_change)
     last = exp_dir / "checkpoints" / "last.ckpt"
     if (exp_dir / "best_model.pth").is_file() and not changes:

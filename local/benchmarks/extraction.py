@@ -1,0 +1,70 @@
+"""Benchmark: label-queried extraction against separate-then-pick at equal training time (issue 23).
+
+    python -m local.benchmarks.extraction --n_src 2 5 --minutes 10 --work exp/benchmarks/extraction
+
+For each number of sources n, trains `query_lstm_<n>src` and `lstm_<n>src_sisdr` (the same masker, separating all n
+sources with SI-SDR under PIT) for `--minutes` of training each (stages 0-2 of `--recipe`, same seed and views,
+`training.max_minutes`, no early stop), then evaluates the query model with `eval.pick_baseline` set to the
+separator (local/evaluation/query_eval.py): SI-SDRi on positive queries, the separator's best output for the same
+queries (the oracle pick) and their paired difference, the negatives' level and the share above -20 dB. Budgets are
+wall-clock minutes of this machine's CPU: run it alone. Run again in the same `--work`, it reuses finished runs.
+Writes JSON (default egs/synth/extraction.json).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from local.benchmarks import publish
+from local.benchmarks.budget import _run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train(recipe, tag, minutes, work, extra):
+    exp = work / "exp"
+    if not (exp / tag / "best_model.pth").is_file():
+        _run([str(recipe), "--stage", "0", "--stop_stage", "2", "--tag", tag, "--exp_dir", str(exp),
+              "--training.epochs", "1000", "--training.early_stop_patience", "null",
+              "--training.max_minutes", f"{minutes:g}", *extra], work, work / f"{tag}.log")
+    return exp / tag
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="run.sh")
+    parser.add_argument("--n_src", nargs="+", type=int, default=[2, 5], choices=(2, 3, 5))
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--work", default="exp/benchmarks/extraction")
+    parser.add_argument("--out", default="egs/synth/extraction.json")
+    parser.add_argument("extra", nargs="*", help="more recipe options, after --, e.g. -- --data_dir DIR")
+    args = parser.parse_args(argv)
+    recipe = (ROOT / args.recipe).resolve()
+    if not recipe.is_file():
+        sys.exit(f"extraction: recipe {recipe} not found")
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.n_src:
+        query, separator = f"query_lstm_{n}src", f"lstm_{n}src_sisdr"
+        query_exp = train(recipe, query, args.minutes, work, args.extra)
+        separator_exp = train(recipe, separator, args.minutes, work, args.extra)
+        _run([str(recipe), "--stage", "3", "--stop_stage", "3", "--tag", query, "--exp_dir", str(work / "exp"),
+              "--eval.pick_baseline", str(separator_exp), *args.extra], work, work / f"{query}.log")
+        summary = json.loads((query_exp / "eval" / "summary.json").read_text())
+        rows.append({"n_src": n, "minutes": args.minutes, "query_tag": query, "separator_tag": separator,
+                     **{key: summary.get(key) for key in ("si_sdri", "si_sdri_ci95", "pick_si_sdri",
+                                                          "pick_si_sdri_ci95", "query_minus_pick", "n_positive",
+                                                          "n_negative", "negative_level_db",
+                                                          "negative_share_above_-20db")}})
+        print(f"extraction: {n} sources: query {rows[-1]['si_sdri']:.2f}, separate-then-pick "
+              f"{rows[-1]['pick_si_sdri']:.2f}, query - pick {rows[-1]['query_minus_pick']['mean']:+.2f} "
+              f"{rows[-1]['query_minus_pick']['ci95']}", flush=True)
+    publish({"recipe": args.recipe, "extra": args.extra, "command": " ".join(["python -m local.benchmarks.extraction",
+                                                                               *(argv or sys.argv[1:])]),
+             "rows": rows}, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Label-queried extraction (issue 23): the one sound of a mixture that a category label names.
+
+Ochiai et al., "Listen to What You Want: Neural Network-based Universal Sound Selector" (Interspeech 2020),
+condition a mask network on a class vector and train it on (mixture, query, target) triples, with silence as
+the target of a query for an absent class. Here the triples come from the views (local/data/queries.py) and the
+network is the project's LSTM masker (local/models/lstm.py) with one output, conditioned by FiLM (Perez et al.,
+"FiLM: Visual Reasoning with a General Conditioning Layer", AAAI 2018): a learned embedding per category gives,
+for every BLSTM layer, a per-channel scale and shift of that layer's normalised input,
+x -> (1 + gamma(q)) * LayerNorm(x) + beta(q).
+
+Where and why: at the input of every layer rather than once, so that the query can steer what each layer keeps;
+Ochiai et al. multiply one hidden layer's output by a class-dependent vector, which is FiLM at one layer without
+the shift. gamma and beta start at zero, so the untrained extractor is the unconditioned masker. Departures from
+Ochiai et al.: the conditioning above (theirs: one multiplicative point); the masker (theirs: a BLSTM on
+log-mel features; here the residual BLSTM stack on the log-magnitude STFT that every category model here shares);
+the loss (theirs: a spectral loss; here local/training/losses.py QueryExtractionLoss: SI-SDR on positive queries
+and the output's energy relative to the mixture on negative ones).
+
+The category names are part of the model (`labels`), so a package answers `--query dog` on its own.
+
+Query by example (`query_type: example`, issue 23 item 3): the condition comes from a short clip of the wanted
+category instead of its label, encoded by a small network trained jointly (`ExampleEncoder`: the clip's normalised
+log-magnitude STFT, a linear layer, one BLSTM, the mean over frames, a linear layer to the condition size), so a
+user can ask for a category by giving one example, also one the model never extracted in training.
+"""
+import torch
+from asteroid.masknn.recurrent import SingleRNN
+from torch import nn
+
+from local.models.stft_masker import STFTMasker, edge_padding, log_magnitude_features
+
+
+class ExampleEncoder(nn.Module):
+    """An example clip's STFT [B, 2F, frames] -> a condition vector [B, label_dim] (module docstring)."""
+
+    def __init__(self, n_freq, hidden_size, label_dim):
+        super().__init__()
+        self.input_proj = nn.Linear(n_freq, hidden_size)
+        self.rnn = SingleRNN("lstm", hidden_size, hidden_size, n_layers=1, bidirectional=True)
+        self.output = nn.Linear(2 * hidden_size, label_dim)
+
+    def forward(self, tf_rep):
+        x = self.rnn(self.input_proj(log_magnitude_features(tf_rep).transpose(1, 2)))  # [B, frames, 2H]
+        return self.output(x.mean(dim=1))
+
+
+class FiLMBLSTMMasker(nn.Module):
+    """([B, 2F, frames] complex STFT, [B, label_dim] condition) -> [B, 1, F, frames] magnitude mask in [0, 1]."""
+
+    def __init__(self, n_freq, hidden_size, n_layers, dropout, label_dim):
+        super().__init__()
+        self.n_freq = n_freq
+        self.input_proj = nn.Linear(n_freq, hidden_size)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(n_layers))
+        self.films = nn.ModuleList(nn.Linear(label_dim, 2 * hidden_size) for _ in range(n_layers))
+        for film in self.films:  # start as the unconditioned masker
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
+        self.rnns = nn.ModuleList(
+            SingleRNN("lstm", hidden_size, hidden_size, n_layers=1, bidirectional=True) for _ in range(n_layers)
+        )
+        self.projs = nn.ModuleList(nn.Linear(2 * hidden_size, hidden_size) for _ in range(n_layers))
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(hidden_size, n_freq)
+
+    def forward(self, tf_rep, condition):
+        x = self.input_proj(log_magnitude_features(tf_rep).transpose(1, 2))  # [B, frames, H]
+        for norm, film, rnn, proj in zip(self.norms, self.films, self.rnns, self.projs):
+            gamma, beta = film(condition).unsqueeze(1).chunk(2, dim=-1)
+            x = x + self.dropout(proj(rnn((1 + gamma) * norm(x) + beta)))
+        return torch.sigmoid(self.output(x)).transpose(1, 2).unsqueeze(1)  # [B, 1, F, frames]
+
+
+class QueryLSTMExtractor(STFTMasker):
+    """Mixture [B, T] and query [B] (label indices or names) -> the queried sound [B, 1, T] (module docstring).
+
+    `n_src` is the number of sources in the training mixtures (recorded; the output is one sound)."""
+
+    queried = True  # trained and evaluated on query items (local/data/queries.py), not on all sources at once
+
+    def __init__(self, n_src, labels, query_type="label", hidden_size=256, n_layers=3, dropout=0.0, label_dim=32,
+                 n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError(f"model.labels must be distinct category names, got {labels!r}")
+        if query_type not in ("label", "example"):
+            raise ValueError(f"model.query_type must be label or example, got {query_type!r}")
+        n_freq = n_filters // 2 + 1
+        masker = FiLMBLSTMMasker(n_freq, hidden_size, n_layers, dropout, label_dim)
+        super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
+        self.labels, self.query_type = [str(label) for label in labels], query_type
+        if query_type == "label":
+            self.embedding = nn.Embedding(len(labels), label_dim)
+        else:
+            self.example_encoder = ExampleEncoder(n_freq, hidden_size // 2, label_dim)
+        self._masker_args = dict(labels=self.labels, query_type=query_type, hidden_size=hidden_size,
+                                 n_layers=n_layers, dropout=dropout, label_dim=label_dim, mask_act="sigmoid")
+
+    def query_indices(self, query, batch):
+        """A label name, a list of names, or label indices -> a LongTensor [batch]."""
+        if isinstance(query, str):
+            query = [query] * batch
+        if isinstance(query, (list, tuple)) and query and isinstance(query[0], str):
+            unknown = sorted({q for q in query if q not in self.labels})
+            if unknown:
+                raise ValueError(f"unknown query {', '.join(unknown)}; this model knows {', '.join(self.labels)}")
+            query = [self.labels.index(q) for q in query]
+        return torch.as_tensor(query, dtype=torch.long, device=next(self.parameters()).device)
+
+    def condition(self, query, batch):
+        """The FiLM condition [batch, label_dim]: the embedding of a label (names or indices), or the encoding of
+        example clips ([batch, L], or one clip [L] for the whole batch) for `query_type: example`."""
+        if self.query_type == "label":
+            return self.embedding(self.query_indices(query, batch))
+        clip = torch.as_tensor(query, dtype=torch.float32, device=next(self.parameters()).device)
+        clip = clip.expand(batch, -1) if clip.dim() == 1 else clip
+        left, right = edge_padding(clip.shape[-1], self.stft_args["kernel_size"], self.stft_args["stride"])
+        return self.example_encoder(self.encoder(nn.functional.pad(clip, (left, right)).unsqueeze(1)))
+
+    def forward(self, wav, query):
+        """[B, T] (or [T]) and a query -> [B, 1, T], with the edge padding of every STFT model here."""
+        was_1d = wav.dim() == 1
+        wav = wav.unsqueeze(0) if was_1d else wav
+        length = wav.shape[-1]
+        left, right = edge_padding(length, self.stft_args["kernel_size"], self.stft_args["stride"])
+        tf_rep = self.encoder(nn.functional.pad(wav, (left, right)).unsqueeze(1))
+        masks = self.masker(tf_rep, self.condition(query, wav.shape[0]))
+        estimate = self.decoder(self.apply_masks(tf_rep, masks))[..., left : left + length]
+        return estimate[0] if was_1d else estimate
+
+    def masker_args(self):
+        return {k: v for k, v in self._masker_args.items() if k != "mask_act"}
+
+    @property
+    def oracle_bound(self):
+        return "psm"
