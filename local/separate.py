@@ -83,6 +83,8 @@ def query_of(model, query, remove, query_audio=None, query_seconds=1.0):
         raise RecipeError("--query, --remove and --query_audio need a query model (model.name query_lstm); this "
                           "experiment separates into all its sources: leave them out")
     if queried and getattr(model, "query_type", "label") == "example":
+        if not query_seconds > 0:
+            raise RecipeError(f"--query_seconds must be > 0, got {query_seconds}")
         if not query_audio:
             raise RecipeError("this model is queried by example: give --query_audio CLIP (a recording of the sound "
                               "to extract)")

@@ -267,3 +267,14 @@ def test_the_cli_extracts_the_sound_like_an_example_clip(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--query", "dog"])
     assert "queried by example: give --query_audio" in capsys.readouterr().err
+
+
+def test_a_held_out_category_that_the_dataset_lacks_is_refused(tiny_data):
+    from local.common.errors import RecipeError
+    from local.data.view_csv import views_dir
+    from local.training.train import with_query_labels
+
+    data_dir, _ = tiny_data
+    cfg = load_config("query_lstm_2src", ["data.query_held_out=[sirne]"])
+    with pytest.raises(RecipeError, match="data.query_held_out names sirne, not a category of this dataset"):
+        with_query_labels(cfg, views_dir(data_dir, 2))

@@ -156,8 +156,11 @@ def with_query_labels(cfg, views):
                           f"the query models (query_lstm) train with loss.name query_sisdr, and only they")
     if queried(cfg) and not cfg["model"].get("labels"):
         sources, _ = load_sources(Path(views).parent)
-        held_out = set(cfg["data"]["query_held_out"])
-        cfg["model"]["labels"] = sorted(set(split_candidates(sources, cfg["data"])["train"]) - held_out)
+        held_out, categories = set(cfg["data"]["query_held_out"]), set(split_candidates(sources, cfg["data"])["train"])
+        if held_out - categories:
+            raise RecipeError(f"data.query_held_out names {', '.join(sorted(held_out - categories))}, not a category "
+                              f"of this dataset (its categories: {', '.join(sorted(categories))})")
+        cfg["model"]["labels"] = sorted(categories - held_out)
     return cfg
 
 
