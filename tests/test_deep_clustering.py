@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from local.common.config import load_config
+from local.common.errors import RecipeError
 from local.models import build_model
 from local.models.kmeans import batched_kmeans
 from local.models.stft_masker import log_magnitude_features
@@ -249,3 +250,28 @@ def test_tanh_embeddings_are_unit_norm_tanh_of_the_network_output():
     raw = raw.view(1, -1, model.masker.n_freq, raw.shape[-1])[:, :dim].permute(0, 2, 3, 1)
     assert torch.allclose(embedding, torch.nn.functional.normalize(torch.tanh(raw), dim=-1), atol=1e-6)
     assert torch.allclose(embedding.norm(dim=-1), torch.ones(()), atol=1e-5)
+
+
+def test_blstm_backbone_gives_unit_norm_tanh_embeddings_of_its_stack_and_survives_a_reload(tmp_path):
+    """model.backbone blstm (Hershey et al. 2016's network): the embeddings are the unit-norm tanh of the residual
+    BLSTM stack's linear output, per bin; the saved model rebuilds with the same backbone and the same output."""
+    from local.models import load_model, model_package
+    from local.models.lstm import ResidualBLSTMMasker
+    cfg = load_config("dpcl_blstm_2spk_w", ["model.hid_size=16", "model.n_repeats=2"])
+    model = build_model(cfg).eval()
+    assert isinstance(model.masker.blstm, ResidualBLSTMMasker) and not hasattr(model.masker, "dprnn")
+    mix_tf = model.stft(torch.randn(1, 4000) * 0.1)
+    with torch.no_grad():
+        raw = model.masker.blstm(mix_tf)[:, : model.masker.embedding_dim].permute(0, 2, 3, 1)
+        embedding = model.masker.heads(mix_tf)["embedding"]
+    assert embedding.shape == (1, model.masker.n_freq, mix_tf.shape[-1], 40)
+    assert torch.allclose(embedding, torch.nn.functional.normalize(torch.tanh(raw), dim=-1), atol=1e-6)
+    torch.save(model_package(model), tmp_path / "m.pth")
+    again = load_model(tmp_path / "m.pth").eval()
+    assert again.masker.backbone == "blstm"
+    mixture = torch.randn(1, 4000) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(again.masker.heads(again.stft(mixture))["embedding"],
+                              model.masker.heads(model.stft(mixture))["embedding"], atol=1e-6)
+    with pytest.raises(RecipeError, match="model.backbone must be dprnn or blstm"):
+        build_model(load_config("dpcl_blstm_2spk_w", ["model.backbone=transformer"]))

@@ -35,7 +35,8 @@ def test_the_query_changes_the_output_once_the_conditioning_is_trained():
 
 def test_the_objective_is_si_sdr_on_positives_and_the_level_on_negatives():
     """Against formulas written here: item 0 positive (negative SI-SDR with the optimal scaling of the reference),
-    item 1 negative (10 log10 of the output's energy over the mixture's), weighted, averaged over the batch."""
+    item 1 negative (10 log10 of the output's energy over the mixture's plus MixIT's tau for the -30 dB floor),
+    weighted, averaged over the batch; an output 100 dB below the mixture costs the floor, -30 dB, not -100."""
     from local.training.losses import QueryExtractionLoss
 
     rng = np.random.default_rng(0)
@@ -45,9 +46,13 @@ def test_the_objective_is_si_sdr_on_positives_and_the_level_on_negatives():
     s, y = reference[0].double() - reference[0].double().mean(), estimate[0].double() - estimate[0].double().mean()
     target = (y @ s) / (s @ s) * s
     si_sdr = 10 * torch.log10(target.pow(2).sum() / (y - target).pow(2).sum())
-    level = 10 * torch.log10(estimate[1].double().pow(2).sum() / mixture[1].double().pow(2).sum())
-    loss = QueryExtractionLoss(negative_weight=0.5).from_estimates(estimate, mixture, reference)
+    level = 10 * torch.log10(estimate[1].double().pow(2).sum() / mixture[1].double().pow(2).sum() + 1e-3)
+    loss = QueryExtractionLoss(negative_weight=0.5, negative_floor_db=-30).from_estimates(estimate, mixture, reference)
     assert float(loss) == pytest.approx(float((-si_sdr + 0.5 * level) / 2), abs=1e-4)
+    quiet = QueryExtractionLoss(negative_floor_db=-30).from_estimates(mixture[1:] * 1e-5, mixture[1:], reference[1:])
+    assert float(quiet) == pytest.approx(-30.0, abs=0.01)
+    loud = QueryExtractionLoss(negative_floor_db=-30).from_estimates(mixture[1:] * 0.1, mixture[1:], reference[1:])
+    assert float(loud) == pytest.approx(10 * np.log10(0.01 + 1e-3), abs=1e-3)
 
 
 def test_the_negative_level_metric_against_a_hand_computed_case():

@@ -13,6 +13,10 @@ Chimera++ (Wang, Le Roux and Hershey 2018, "Alternative objective functions for 
 adds a mask-inference (MI) head from the same backbone: n_src softmax masks per bin, trained jointly
 (`loss.alpha` weighs the two objectives); at test time either head can separate (`inference`).
 
+`model.backbone: blstm` replaces the dual-path RNN by the network of Hershey et al. 2016 themselves, a BLSTM stack
+over frames (the residual stack of local/models/lstm.py, the backbone of uPIT-BLSTM here): on real voices
+(debian_speech) it tells whether the deep-clustering objective or the DPRNN backbone fails (docs/speakers.md).
+
 Features: the per-utterance normalised log-magnitude STFT (`log_magnitude_features`). Per-utterance
 statistics need no training-set statistics file to travel with the model, make the network
 independent of the input level, and are what the embeddings see identically in training and test.
@@ -26,6 +30,7 @@ from asteroid_filterbanks.transforms import mag
 from torch import nn
 
 from local.models.kmeans import batched_kmeans
+from local.models.lstm import ResidualBLSTMMasker
 from local.models.stft_masker import STFTMasker, log_magnitude_features
 
 
@@ -43,19 +48,27 @@ class DPCLNet(nn.Module):
     """[B, 2F, frames] STFT -> unit-norm embeddings [B, F, frames, D] (+ MI masks [B, n_src, F, frames])."""
 
     def __init__(self, n_freq, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations, kmeans_restarts,
-                 dprnn_args, embedding_activation="linear", kmeans_weights="vad"):
+                 dprnn_args, embedding_activation="linear", kmeans_weights="vad", backbone="dprnn"):
         super().__init__()
         self.n_freq, self.n_src, self.embedding_dim = n_freq, n_src, embedding_dim
         self.mi_head, self.inference, self.vad_db = mi_head, inference, vad_db
         self.embedding_activation, self.kmeans_weights = embedding_activation, kmeans_weights
         self.kmeans_iterations, self.kmeans_restarts = kmeans_iterations, kmeans_restarts
         self.n_out = embedding_dim + (n_src if mi_head else 0)
-        self.dprnn = DPRNN(in_chan=n_freq, n_src=1, out_chan=n_freq * self.n_out, mask_act="linear", **dprnn_args)
+        self.backbone = backbone
+        if backbone == "dprnn":
+            self.dprnn = DPRNN(in_chan=n_freq, n_src=1, out_chan=n_freq * self.n_out, mask_act="linear", **dprnn_args)
+        else:  # Hershey et al. 2016's own network: a BLSTM stack over frames (here the residual stack of lstm.py)
+            self.blstm = ResidualBLSTMMasker(n_freq, self.n_out, dprnn_args["hid_size"], dprnn_args["n_repeats"],
+                                             dprnn_args["dropout"], "linear")
 
     def heads(self, tf_rep):
         """{'embedding': [B, F, frames, D] unit norm, 'mi_masks': [B, n_src, F, frames] or None}."""
-        out = self.dprnn(log_magnitude_features(tf_rep))  # [B, 1, n_out * F, frames]
-        batch, _, _, frames = out.shape
+        if self.backbone == "dprnn":
+            out = self.dprnn(log_magnitude_features(tf_rep))  # [B, 1, n_out * F, frames]
+        else:
+            out = self.blstm(tf_rep)  # [B, n_out, F, frames]
+        batch, frames = out.shape[0], out.shape[-1]
         out = out.view(batch, self.n_out, self.n_freq, frames)
         embedding = out[:, : self.embedding_dim].permute(0, 2, 3, 1)
         if self.embedding_activation == "tanh":  # Hershey et al. 2016 and Isik et al. 2016: tanh, then unit norm
@@ -85,7 +98,9 @@ class DPCLDPRNN(STFTMasker):
                  kmeans_iterations=20, kmeans_restarts=3, embedding_activation="linear", kmeans_weights="vad",
                  bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
                  norm_type="gLN", bidirectional=True, rnn_type="LSTM", num_layers=1, dropout=0.0,
-                 n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
+                 backbone="dprnn", n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
+        if backbone not in ("dprnn", "blstm"):
+            raise ValueError(f"model.backbone must be dprnn or blstm, got {backbone!r}")
         if inference not in ("kmeans", "mi"):
             raise ValueError(f"model.inference must be kmeans or mi, got {inference!r}")
         if embedding_activation not in ("linear", "tanh"):
@@ -98,11 +113,12 @@ class DPCLDPRNN(STFTMasker):
                           n_repeats=n_repeats, norm_type=norm_type, bidirectional=bidirectional, rnn_type=rnn_type,
                           num_layers=num_layers, dropout=dropout)
         masker = DPCLNet(n_filters // 2 + 1, n_src, embedding_dim, mi_head, inference, vad_db, kmeans_iterations,
-                         kmeans_restarts, dprnn_args, embedding_activation, kmeans_weights)
+                         kmeans_restarts, dprnn_args, embedding_activation, kmeans_weights, backbone)
         super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
         self._masker_args = dict(embedding_dim=embedding_dim, mi_head=mi_head, inference=inference, vad_db=vad_db,
                                  kmeans_iterations=kmeans_iterations, kmeans_restarts=kmeans_restarts,
-                                 embedding_activation=embedding_activation, kmeans_weights=kmeans_weights, **dprnn_args)
+                                 embedding_activation=embedding_activation, kmeans_weights=kmeans_weights,
+                                 backbone=backbone, **dprnn_args)
 
     @property
     def oracle_bound(self):

@@ -272,15 +272,22 @@ def pairwise_loss(loss_cfg, filterbank, sample_rate):
 class QueryExtractionLoss(nn.Module):
     """The objective of label-queried extraction (local/models/query_lstm.py), on batches ((mixture, query), target)
     of local/data/queries.py: negative SI-SDR of the output on positive queries; on negative queries (a silent
-    target) the output's energy relative to the mixture's in dB, 10 log10(|y|^2 / |x|^2), weighted by
-    `negative_weight` (a query for an absent sound should return silence, and SI-SDR is undefined on silence).
-    The mean over the batch's items. The energy term is floored at -80 dB (eps), where it stops pulling."""
+    target) the output's level relative to the mixture with a soft floor, 10 log10(|y|^2 / |x|^2 + tau),
+    tau = 10^(negative_floor_db / 10), weighted by `negative_weight` (a query for an absent sound should return
+    silence, and SI-SDR is undefined on silence). The mean over the batch's items.
+
+    The floor is MixIT's loss for an all-zero reference (Wisdom et al. 2020, "Unsupervised sound separation using
+    mixture invariant training", Sec. 3: 10 log10(|y|^2 + tau |x|^2), there with tau for 30 dB): without it the log
+    pulls with the same force at -100 dB as at -10 dB, and a 10-minute run spent its updates driving negatives to
+    -100 dB while its positive queries reached 6.44 dB SI-SDRi, 5.6 dB below separate-then-pick (docs/extraction.md).
+    """
 
     uses_model = True
 
-    def __init__(self, negative_weight=1.0, eps=1e-8):
+    def __init__(self, negative_weight=1.0, negative_floor_db=-30.0, eps=1e-8):
         super().__init__()
         self.negative_weight, self.eps = float(negative_weight), eps
+        self.tau = 10.0 ** (float(negative_floor_db) / 10.0)
 
     def forward(self, model, inputs, target):
         mixture, query = inputs
@@ -293,7 +300,7 @@ class QueryExtractionLoss(nn.Module):
             loss = loss + singlesrc_neg_sisdr(estimate[~negative], target[~negative]).sum()
         if negative.any():
             ratio = estimate[negative].pow(2).sum(-1) / mixture[negative].pow(2).sum(-1).clamp_min(self.eps)
-            loss = loss + self.negative_weight * (10 * torch.log10(ratio + self.eps)).sum()
+            loss = loss + self.negative_weight * (10 * torch.log10(ratio + self.tau)).sum()
         return loss / len(target)
 
 
@@ -310,7 +317,7 @@ def make_loss(cfg):
     deep clustering (model, mixture, sources) -> scalar."""
     loss_cfg = cfg["loss"]
     if loss_cfg["name"] == "query_sisdr":
-        return QueryExtractionLoss(loss_cfg["negative_weight"])
+        return QueryExtractionLoss(loss_cfg["negative_weight"], loss_cfg["negative_floor_db"])
     if loss_cfg["name"] == "deep_clustering":
         return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"],
                                        loss_cfg["dc_weights"])
