@@ -121,6 +121,25 @@ def test_dynamic_mixing_gain_is_paired_on_the_same_mixtures(tmp_path):
     assert 0.0 <= low <= 0.5 <= high <= 1.0
 
 
+def test_dynamic_mixing_gain_of_a_query_model_pairs_each_query_not_each_mixture(tmp_path):
+    """Query models' metrics.csv has a row per (mixture, query): the gain pairs those, and a negative query's empty
+    si_sdri counts in neither mean."""
+    import numpy as np
+    import pandas as pd
+
+    from local.benchmarks.budget import dynamic_mixing_gain
+
+    fixed = pd.DataFrame({"mixture_id": ["m0", "m0", "m0", "m1", "m1"], "query": ["a", "b", "c", "a", "b"],
+                          "si_sdri": [1.0, 2.0, np.nan, 4.0, 5.0]})
+    dynamic = pd.DataFrame({"mixture_id": ["m1", "m1", "m0", "m0", "m0"], "query": ["b", "a", "c", "b", "a"],
+                            "si_sdri": [6.0, 4.5, np.nan, 2.5, 3.0]})
+    for d, frame in ((0, fixed), (1, dynamic)):
+        (tmp_path / f"at_5min_dm{d}" / "t" / "eval").mkdir(parents=True)
+        frame.to_csv(tmp_path / f"at_5min_dm{d}" / "t" / "eval" / "metrics.csv", index=False)
+    gain = dynamic_mixing_gain(tmp_path, "t", 5)
+    assert gain["all"]["n"] == 4 and gain["all"]["mean"] == pytest.approx((2.0 + 0.5 + 0.5 + 1.0) / 4)
+
+
 @pytest.mark.parametrize("args, message", [(["--recipe", "nosuch.sh"], "no recipe .*nosuch.sh"),
                                            (["--minutes", "2", "-1"], "--minutes must be positive")])
 def test_budget_refuses_a_missing_recipe_and_non_positive_minutes(tmp_path, args, message):

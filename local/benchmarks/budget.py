@@ -114,7 +114,8 @@ def dynamic_mixing_gain(work, tag, minutes):
     of val and test stay fixed under dynamic mixing): {all, overlapping}, each {mean, ci95, n} in dB SI-SDRi."""
     fixed, dynamic = (pd.read_csv(Path(work) / f"at_{minutes:g}min_dm{d}" / tag / "eval" / "metrics.csv")
                       for d in (0, 1))
-    both = fixed.merge(dynamic, on="mixture_id", suffixes=("_fixed", "_dynamic"))
+    keys = ["mixture_id", "query"] if "query" in fixed else ["mixture_id"]  # query models: a row per query
+    both = fixed.merge(dynamic, on=keys, suffixes=("_fixed", "_dynamic"))
     overlapping = overlapping_rows(both, "_fixed")
     return {"tag": tag, "minutes": minutes,
             **{name: paired_difference(part["si_sdri_fixed"], part["si_sdri_dynamic"])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from local.benchmarks import publish
 from local.benchmarks.budget import _run
+from local.training.provenance import device_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +62,7 @@ def main(argv=None):
         print(f"extraction: {n} sources: query {rows[-1]['si_sdri']:.2f}, separate-then-pick "
               f"{rows[-1]['pick_si_sdri']:.2f}, query - pick {rows[-1]['query_minus_pick']['mean']:+.2f} "
               f"{rows[-1]['query_minus_pick']['ci95']}", flush=True)
-    publish({"recipe": args.recipe, "extra": args.extra, "command": " ".join(["python -m local.benchmarks.extraction",
+    publish({"recipe": args.recipe, "extra": args.extra, "machine": device_name(), "command": " ".join(["python -m local.benchmarks.extraction",
                                                                                *(argv or sys.argv[1:])]),
              "rows": rows}, args.out)
 
