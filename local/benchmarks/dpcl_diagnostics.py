@@ -83,7 +83,7 @@ def overfit_one_batch(cfg, dataset, steps):
         value.backward()
         optimizer.step()
         if step % max(steps // 5, 1) == 0 or step == steps - 1:
-            trace.append({"step": step, "loss": round(float(value), 4)})
+            trace.append({"step": step, "loss": round(float(value.detach()), 4)})
     model.eval()
     with torch.no_grad():
         est = model(mixture)

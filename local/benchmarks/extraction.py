@@ -62,9 +62,9 @@ def main(argv=None):
         print(f"extraction: {n} sources: query {rows[-1]['si_sdri']:.2f}, separate-then-pick "
               f"{rows[-1]['pick_si_sdri']:.2f}, query - pick {rows[-1]['query_minus_pick']['mean']:+.2f} "
               f"{rows[-1]['query_minus_pick']['ci95']}", flush=True)
-    publish({"recipe": args.recipe, "extra": args.extra, "machine": device_name(), "command": " ".join(["python -m local.benchmarks.extraction",
-                                                                               *(argv or sys.argv[1:])]),
-             "rows": rows}, args.out)
+    command = " ".join(["python -m local.benchmarks.extraction", *(argv or sys.argv[1:])])
+    publish({"recipe": args.recipe, "extra": args.extra, "machine": device_name(), "command": command, "rows": rows},
+            args.out)
 
 
 if __name__ == "__main__":
