@@ -14,7 +14,8 @@ the shift. gamma and beta start at zero, so the untrained extractor is the uncon
 Ochiai et al.: the conditioning above (theirs: one multiplicative point); the masker (theirs: a BLSTM on
 log-mel features; here the residual BLSTM stack on the log-magnitude STFT that every category model here shares);
 the loss (theirs: a spectral loss; here local/training/losses.py QueryExtractionLoss: SI-SDR on positive queries
-and the output's energy relative to the mixture on negative ones).
+and the output's energy relative to the mixture on negative ones, floored at -30 dB as MixIT's loss for silent
+references).
 
 The category names are part of the model (`labels`), so a package answers `--query dog` on its own.
 
