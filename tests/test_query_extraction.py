@@ -33,6 +33,50 @@ def test_the_query_changes_the_output_once_the_conditioning_is_trained():
         model(mixture, "cat")
 
 
+def test_a_shared_trunk_runs_once_per_mixture_and_gives_the_outputs_of_one_pass_per_item():
+    """film_layers 1 of 3: the first two layers are unconditioned; a batch holding several queries of each of two
+    mixtures gives, per item, the output of that item alone (the trunk computed once per mixture and shared), and
+    the trunk sees only the distinct mixtures. film_layers outside 1..n_layers is refused by name."""
+    model = _model(n_layers=3, film_layers=1)
+    assert model.masker.n_shared == 2 and len(model.masker.films) == 1
+    for film in model.masker.films:
+        torch.nn.init.normal_(film.weight, std=0.5)
+    mixtures = torch.randn(2, 4000) * 0.1
+    batch, query = mixtures[torch.tensor([0, 0, 0, 1, 1])], torch.tensor([0, 1, 2, 2, 0])
+    seen = []
+    handle = model.masker.rnns[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        together = model(batch, query)
+        alone = torch.cat([model(batch[i : i + 1], query[i : i + 1]) for i in range(5)])
+    handle.remove()
+    assert seen[0] == 2  # two distinct mixtures through the trunk, not five items
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+    assert (together[0] - together[1]).abs().max() > 1e-4  # two queries of one mixture, two outputs
+    with pytest.raises(ValueError, match="model.film_layers must be between 1 and model.n_layers"):
+        _model(film_layers=3)
+
+
+def test_training_batches_keep_the_queries_of_a_mixture_together(monkeypatch):
+    """group=s permutes mixtures, not items: each run of s slots stays whole and in order, seeded by epoch;
+    group=1 is the item permutation of before."""
+    from local.training import resumable
+    from local.training.resumable import EpochBatchSampler
+
+    monkeypatch.setattr(resumable, "rank_and_world_size", lambda: (0, 1))
+    grouped, plain = EpochBatchSampler(24, 6, seed=2, group=3), EpochBatchSampler(24, 6, seed=2)
+    order = grouped.order(1).tolist()
+    runs = [order[i : i + 3] for i in range(0, 24, 3)]
+    assert all(run == list(range(run[0], run[0] + 3)) and run[0] % 3 == 0 for run in runs)
+    assert sorted(order) == list(range(24)) and order != grouped.order(2).tolist()
+    expected = torch.randperm(8, generator=torch.Generator().manual_seed(
+        resumable.seeding.torch_seed("batch_order", 2, 1))).tolist()
+    assert [run[0] // 3 for run in runs] == expected
+    assert plain.order(1).tolist() == torch.randperm(24, generator=torch.Generator().manual_seed(
+        resumable.seeding.torch_seed("batch_order", 2, 1))).tolist()
+    with pytest.raises(ValueError, match="25 items do not make runs of 3"):
+        EpochBatchSampler(25, 6, group=3)
+
+
 def test_the_objective_is_si_sdr_on_positives_and_the_level_on_negatives():
     """Against formulas written here: item 0 positive (negative SI-SDR with the optimal scaling of the reference),
     item 1 negative (10 log10 of the output's energy over the mixture's plus MixIT's tau for the -30 dB floor),

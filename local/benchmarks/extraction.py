@@ -12,6 +12,8 @@ Writes JSON (default egs/synth/extraction.json).
 """
 import argparse
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,8 +24,8 @@ from local.training.provenance import device_name
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def train(recipe, tag, minutes, work, extra):
-    exp = work / "exp"
+def train(recipe, tag, minutes, work, extra, exp_name="exp"):
+    exp = work / exp_name
     if not (exp / tag / "best_model.pth").is_file():
         _run([str(recipe), "--stage", "0", "--stop_stage", "2", "--tag", tag, "--exp_dir", str(exp),
               "--training.epochs", "1000", "--training.early_stop_patience", "null",
@@ -39,6 +41,9 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--work", default="exp/benchmarks/extraction")
     parser.add_argument("--out", default="egs/synth/extraction.json")
+    parser.add_argument("--query_options", type=shlex.split, default=[], metavar="'OPTIONS'",
+                        help="recipe options for the query model only, quoted, e.g. '--model.film_layers 1' (its "
+                             "runs then go to exp_<options>/ in --work, the separator's stay in exp/)")
     parser.add_argument("extra", nargs="*", help="more recipe options, after --, e.g. -- --data_dir DIR")
     args = parser.parse_args(argv)
     recipe = (ROOT / args.recipe).resolve()
@@ -49,9 +54,11 @@ def main(argv=None):
     rows = []
     for n in args.n_src:
         query, separator = f"query_lstm_{n}src", f"lstm_{n}src_sisdr"
-        query_exp = train(recipe, query, args.minutes, work, args.extra)
+        query_exp_dir = "exp_" + re.sub(r"[^A-Za-z0-9.]+", "_", " ".join(args.query_options)).strip("_") \
+            if args.query_options else "exp"
+        query_exp = train(recipe, query, args.minutes, work, [*args.extra, *args.query_options], query_exp_dir)
         separator_exp = train(recipe, separator, args.minutes, work, args.extra)
-        _run([str(recipe), "--stage", "3", "--stop_stage", "3", "--tag", query, "--exp_dir", str(work / "exp"),
+        _run([str(recipe), "--stage", "3", "--stop_stage", "3", "--tag", query, "--exp_dir", str(work / query_exp_dir),
               "--eval.pick_baseline", str(separator_exp), *args.extra], work, work / f"{query}.log")
         summary = json.loads((query_exp / "eval" / "summary.json").read_text())
         rows.append({"n_src": n, "minutes": args.minutes, "query_tag": query, "separator_tag": separator,
@@ -62,9 +69,9 @@ def main(argv=None):
         print(f"extraction: {n} sources: query {rows[-1]['si_sdri']:.2f}, separate-then-pick "
               f"{rows[-1]['pick_si_sdri']:.2f}, query - pick {rows[-1]['query_minus_pick']['mean']:+.2f} "
               f"{rows[-1]['query_minus_pick']['ci95']}", flush=True)
-    command = " ".join(["python -m local.benchmarks.extraction", *(argv or sys.argv[1:])])
-    publish({"recipe": args.recipe, "extra": args.extra, "machine": device_name(), "command": command, "rows": rows},
-            args.out)
+    command = shlex.join(["python", "-m", "local.benchmarks.extraction", *(argv or sys.argv[1:])])
+    publish({"recipe": args.recipe, "extra": args.extra, "query_options": args.query_options, "machine": device_name(),
+             "command": command, "rows": rows}, args.out)
 
 
 if __name__ == "__main__":

@@ -97,20 +97,30 @@ class QueryDataset(Dataset):
         self.slots = base.n_src + self.negatives
         self.dynamic = hasattr(base, "drawn")
         self.return_meta = return_meta
+        self._last = None  # (key, (row, mixture, sources)) of the last mixture read
         if self.negatives < 0:
             raise RecipeError(f"data.query_negatives must be >= 0, got {negatives}")
 
     def __len__(self):
         return len(self.base) * self.slots
 
+    def _mixture(self, epoch, mixture_index):
+        """(row, mixture, sources) of one mixture, the last one kept: training batches hold the slots of a mixture
+        one after another (local/training/resumable.py `group`), so it is read and mixed once for all of them."""
+        key = (epoch, mixture_index)
+        if self._last is None or self._last[0] != key:
+            if self.dynamic:
+                drawn = self.base.drawn(epoch, mixture_index)
+            else:
+                row = self.base.df.iloc[mixture_index].to_dict()
+                drawn = (row, *self.base.mix(row, mixture_index))
+            self._last = (key, drawn)
+        return self._last[1]
+
     def __getitem__(self, code):
         epoch, index = divmod(int(code), len(self))
         mixture_index, slot = divmod(index, self.slots)
-        if self.dynamic:
-            row, mixture, sources = self.base.drawn(epoch, mixture_index)
-        else:
-            row = self.base.df.iloc[mixture_index].to_dict()
-            mixture, sources = self.base.mix(row, mixture_index)
+        row, mixture, sources = self._mixture(epoch, mixture_index)
         row_labels = [row[f"label_{i}"] for i in range(self.base.n_src)]
         unknown = [label for label in row_labels if label not in self.index and label not in self.held_out]
         if unknown:

@@ -46,14 +46,20 @@ class ExampleEncoder(nn.Module):
 
 
 class FiLMBLSTMMasker(nn.Module):
-    """([B, 2F, frames] complex STFT, [B, label_dim] condition) -> [B, 1, F, frames] magnitude mask in [0, 1]."""
+    """([B, 2F, frames] complex STFT, [B, label_dim] condition) -> [B, 1, F, frames] magnitude mask in [0, 1].
 
-    def __init__(self, n_freq, hidden_size, n_layers, dropout, label_dim):
+    The first `n_layers - film_layers` layers are unconditioned (the trunk: `features`), the last `film_layers`
+    FiLM-conditioned (`conditioned`); `forward` is the two in a row."""
+
+    def __init__(self, n_freq, hidden_size, n_layers, dropout, label_dim, film_layers=None):
         super().__init__()
-        self.n_freq = n_freq
+        film_layers = n_layers if film_layers is None else int(film_layers)
+        if not 1 <= film_layers <= n_layers:
+            raise ValueError(f"model.film_layers must be between 1 and model.n_layers ({n_layers}), got {film_layers}")
+        self.n_freq, self.n_shared = n_freq, n_layers - film_layers
         self.input_proj = nn.Linear(n_freq, hidden_size)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(n_layers))
-        self.films = nn.ModuleList(nn.Linear(label_dim, 2 * hidden_size) for _ in range(n_layers))
+        self.films = nn.ModuleList(nn.Linear(label_dim, 2 * hidden_size) for _ in range(film_layers))
         for film in self.films:  # start as the unconditioned masker
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
@@ -64,12 +70,23 @@ class FiLMBLSTMMasker(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size, n_freq)
 
-    def forward(self, tf_rep, condition):
-        x = self.input_proj(log_magnitude_features(tf_rep).transpose(1, 2))  # [B, frames, H]
-        for norm, film, rnn, proj in zip(self.norms, self.films, self.rnns, self.projs):
+    def features(self, tf_rep):
+        """The unconditioned trunk: [B, 2F, frames] -> [B, frames, H]; the same for every query of a mixture."""
+        x = self.input_proj(log_magnitude_features(tf_rep).transpose(1, 2))
+        for norm, rnn, proj in zip(self.norms[: self.n_shared], self.rnns, self.projs):
+            x = x + self.dropout(proj(rnn(norm(x))))
+        return x
+
+    def conditioned(self, x, condition):
+        """The FiLM-conditioned layers and the mask: ([B, frames, H], [B, label_dim]) -> [B, 1, F, frames]."""
+        layers = zip(self.norms[self.n_shared :], self.films, self.rnns[self.n_shared :], self.projs[self.n_shared :])
+        for norm, film, rnn, proj in layers:
             gamma, beta = film(condition).unsqueeze(1).chunk(2, dim=-1)
             x = x + self.dropout(proj(rnn((1 + gamma) * norm(x) + beta)))
-        return torch.sigmoid(self.output(x)).transpose(1, 2).unsqueeze(1)  # [B, 1, F, frames]
+        return torch.sigmoid(self.output(x)).transpose(1, 2).unsqueeze(1)
+
+    def forward(self, tf_rep, condition):
+        return self.conditioned(self.features(tf_rep), condition)
 
 
 class QueryLSTMExtractor(STFTMasker):
@@ -80,13 +97,13 @@ class QueryLSTMExtractor(STFTMasker):
     queried = True  # trained and evaluated on query items (local/data/queries.py), not on all sources at once
 
     def __init__(self, n_src, labels, query_type="label", hidden_size=256, n_layers=3, dropout=0.0, label_dim=32,
-                 n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
+                 film_layers=None, n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"model.labels must be distinct category names, got {labels!r}")
         if query_type not in ("label", "example"):
             raise ValueError(f"model.query_type must be label or example, got {query_type!r}")
         n_freq = n_filters // 2 + 1
-        masker = FiLMBLSTMMasker(n_freq, hidden_size, n_layers, dropout, label_dim)
+        masker = FiLMBLSTMMasker(n_freq, hidden_size, n_layers, dropout, label_dim, film_layers)
         super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
         self.labels, self.query_type = [str(label) for label in labels], query_type
         if query_type == "label":
@@ -94,7 +111,8 @@ class QueryLSTMExtractor(STFTMasker):
         else:
             self.example_encoder = ExampleEncoder(n_freq, hidden_size // 2, label_dim)
         self._masker_args = dict(labels=self.labels, query_type=query_type, hidden_size=hidden_size,
-                                 n_layers=n_layers, dropout=dropout, label_dim=label_dim, mask_act="sigmoid")
+                                 n_layers=n_layers, dropout=dropout, label_dim=label_dim,
+                                 film_layers=n_layers - masker.n_shared, mask_act="sigmoid")
 
     def query_indices(self, query, batch):
         """A label name, a list of names, or label indices -> a LongTensor [batch]."""
@@ -118,13 +136,23 @@ class QueryLSTMExtractor(STFTMasker):
         return self.example_encoder(self.encoder(nn.functional.pad(clip, (left, right)).unsqueeze(1)))
 
     def forward(self, wav, query):
-        """[B, T] (or [T]) and a query -> [B, 1, T], with the edge padding of every STFT model here."""
+        """[B, T] (or [T]) and a query -> [B, 1, T], with the edge padding of every STFT model here.
+
+        With an unconditioned trunk (`film_layers` < `n_layers`), the trunk runs once per distinct mixture of the
+        batch and its features go to every query of that mixture: the same output as one pass per item, for the
+        cost of one, where a batch holds several queries of a mixture (training batches group them)."""
         was_1d = wav.dim() == 1
         wav = wav.unsqueeze(0) if was_1d else wav
-        length = wav.shape[-1]
+        length, batch = wav.shape[-1], wav.shape[0]
         left, right = edge_padding(length, self.stft_args["kernel_size"], self.stft_args["stride"])
-        tf_rep = self.encoder(nn.functional.pad(wav, (left, right)).unsqueeze(1))
-        masks = self.masker(tf_rep, self.condition(query, wav.shape[0]))
+        mixtures, which = wav, None
+        if self.masker.n_shared and batch > 1:
+            mixtures, which = torch.unique(wav, dim=0, return_inverse=True)
+        tf_rep = self.encoder(nn.functional.pad(mixtures, (left, right)).unsqueeze(1))
+        features = self.masker.features(tf_rep)
+        if which is not None:
+            tf_rep, features = tf_rep[which], features[which]
+        masks = self.masker.conditioned(features, self.condition(query, batch))
         estimate = self.decoder(self.apply_masks(tf_rep, masks))[..., left : left + length]
         return estimate[0] if was_1d else estimate
 

@@ -188,18 +188,30 @@ def overlap_add(network, tf_rep, seq_len):
     return out / weight
 
 
+def compress_magnitude(tf_rep, power, eps=1e-8):
+    """[B, 2F, frames] complex STFT (real then imaginary parts) with each bin's magnitude m turned into m^power and
+    its phase kept; power 1 returns the input."""
+    if power == 1:
+        return tf_rep
+    n_freq = tf_rep.shape[1] // 2
+    magnitude = (tf_rep[:, :n_freq] ** 2 + tf_rep[:, n_freq:] ** 2 + eps).sqrt()
+    return tf_rep * (magnitude ** (power - 1)).repeat(1, 2, 1)
+
+
 class SpectroTemporalMasker(nn.Module):
     """The masker of `STTMasker`: level normalisation, chunking, the network, and the output's form."""
 
-    def __init__(self, network, seq_len, output):
+    def __init__(self, network, seq_len, output, input_compression=1.0):
         super().__init__()
         self.network, self.seq_len, self.output = network, seq_len, output
+        self.input_compression = float(input_compression)
 
     def forward(self, tf_rep):
         n_freq = tf_rep.shape[1] // 2
         scale = (tf_rep[:, :n_freq] ** 2 + tf_rep[:, n_freq:] ** 2).mean(dim=(1, 2), keepdim=True).sqrt() + 1e-8
-        out = overlap_add(self.network, tf_rep / scale, self.seq_len)
-        return out * scale.unsqueeze(1) if self.output == "direct" else out
+        if self.output == "direct":  # the estimate is in the input's (linear) units
+            return overlap_add(self.network, tf_rep / scale, self.seq_len) * scale.unsqueeze(1)
+        return overlap_add(self.network, compress_magnitude(tf_rep / scale, self.input_compression), self.seq_len)
 
 
 class STTMasker(STFTMasker):
@@ -208,21 +220,27 @@ class STTMasker(STFTMasker):
     mask_type = "complex"
 
     def __init__(self, n_src, seq_len=256, d_model=64, n_layers=2, n_heads=4, spectral_heads=2, d_ff=256,
-                 dropout=0.1, c_out=64, d_out=32, ks2=32, generator_size=128, output="mask", n_filters=256,
-                 kernel_size=256, stride=64, sample_rate=8000):
+                 dropout=0.1, c_out=64, d_out=32, ks2=32, generator_size=128, output="mask", input_compression=1.0,
+                 n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
         if d_model % n_heads:
             raise ValueError(f"model.d_model ({d_model}) must be divisible by model.n_heads ({n_heads})")
         if seq_len % spectral_heads:
             raise ValueError(f"model.seq_len ({seq_len}) must be divisible by model.spectral_heads ({spectral_heads})")
         if output not in ("mask", "direct"):
             raise ValueError(f"model.output must be mask (the authors') or direct, got {output!r}")
+        if not 0 < float(input_compression) <= 1:
+            raise ValueError(f"model.input_compression must be in (0, 1] (1: the authors' linear STFT), "
+                             f"got {input_compression!r}")
+        if output == "direct" and float(input_compression) != 1:
+            raise ValueError("model.input_compression applies to output: mask only (a direct estimate is linear)")
         network = SpectroTemporalNet(n_filters // 2 + 1, n_src, seq_len, d_model, n_layers, n_heads, spectral_heads,
                                      d_ff, dropout, c_out, d_out, ks2, generator_size)
-        super().__init__(SpectroTemporalMasker(network, seq_len, output), n_src, n_filters, kernel_size, stride,
-                         sample_rate)
+        super().__init__(SpectroTemporalMasker(network, seq_len, output, input_compression), n_src, n_filters,
+                         kernel_size, stride, sample_rate)
         self._masker_args = dict(seq_len=seq_len, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                                  spectral_heads=spectral_heads, d_ff=d_ff, dropout=dropout, c_out=c_out, d_out=d_out,
-                                 ks2=ks2, generator_size=generator_size, output=output)
+                                 ks2=ks2, generator_size=generator_size, output=output,
+                                 input_compression=float(input_compression))
 
     def apply_masks(self, tf_rep, est_masks):
         if self._masker_args["output"] == "direct":  # the network's output is the estimate itself

@@ -50,10 +50,17 @@ class EpochBatchSampler(Sampler):
 
     After k steps, the W ranks have together consumed exactly the first k*batch_size*W items of the
     permutation, so resuming is "skip that prefix, then shard the rest", with any world size.
+
+    `group` > 1 permutes runs of `group` consecutive items instead of items, each run kept in order: the query
+    items of one mixture (local/data/queries.py) then share batches, and a query model computes its unconditioned
+    trunk once for them (local/models/query_lstm.py). With several ranks a run may be split between ranks.
     """
 
-    def __init__(self, n_items, batch_size, seed=0, shuffle=True, drop_last=True, epoch_in_index=False):
+    def __init__(self, n_items, batch_size, seed=0, shuffle=True, drop_last=True, epoch_in_index=False, group=1):
         self.n_items, self.batch_size, self.seed = int(n_items), int(batch_size), int(seed)
+        self.group = int(group)
+        if self.group < 1 or self.n_items % self.group:
+            raise ValueError(f"{self.n_items} items do not make runs of {self.group}")
         self.shuffle, self.drop_last = shuffle, drop_last
         # hand out epoch * n_items + i, for datasets that draw a new item per epoch (dynamic mixing)
         self.epoch_in_index = epoch_in_index
@@ -72,8 +79,9 @@ class EpochBatchSampler(Sampler):
     def order(self, epoch):
         if not self.shuffle:
             return torch.arange(self.n_items)
-        return torch.randperm(self.n_items, generator=torch.Generator().manual_seed(
+        runs = torch.randperm(self.n_items // self.group, generator=torch.Generator().manual_seed(
             seeding.torch_seed("batch_order", self.seed, epoch)))
+        return (runs.unsqueeze(1) * self.group + torch.arange(self.group)).flatten()
 
     def _batches(self, epoch, items_done):
         rank, world = rank_and_world_size()

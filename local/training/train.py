@@ -180,7 +180,9 @@ def query_datasets(cfg, views, datasets):
                          examples=pool, held_out=data_cfg["query_held_out"]) for ds, pool in zip(datasets, pools)]
 
 
-def make_loaders(cfg, views, root):
+def make_loaders(cfg, views, root, group_queries=False):
+    """Train and val loaders; with `group_queries`, training batches keep the query items of a mixture together
+    (a query model with an unconditioned trunk computes it once for them)."""
     tcfg = cfg["training"]
     dynamic = bool(cfg["data"]["dynamic_mixing"])
     check_augmentation(cfg["data"])
@@ -197,8 +199,9 @@ def make_loaders(cfg, views, root):
     # Each loader gets its own generator (it seeds the worker processes), so that creating a loader
     # iterator does not draw from the global RNG that dropout uses: a resumed run draws the same masks.
     common = dict(num_workers=workers, persistent_workers=workers > 0)
+    group = train_set.slots if group_queries and queried(cfg) else 1
     train_sampler = EpochBatchSampler(len(train_set), batch_size, seed=seed, shuffle=True, drop_last=True,
-                                      epoch_in_index=dynamic)
+                                      epoch_in_index=dynamic, group=group)
     val_sampler = EpochBatchSampler(len(val_set), batch_size, shuffle=False, drop_last=False)
     train_loader = DataLoader(train_set, batch_sampler=train_sampler, generator=torch.Generator().manual_seed(seed),
                               **common)
@@ -430,7 +433,8 @@ def train(cfg, exp_dir, views, root, allow_change=(), extra_callbacks=()):
     pl.seed_everything(int(tcfg["seed"]), workers=True)  # before the model: its initial weights are seeded too
     model = build_model(cfg)
     loss = make_loss(cfg)
-    train_loader, val_loader = make_loaders(cfg, Path(views), root)
+    shares_trunk = getattr(getattr(model, "masker", None), "n_shared", 0) > 0
+    train_loader, val_loader = make_loaders(cfg, Path(views), root, group_queries=shares_trunk)
     resume_path, resume_from = intact_checkpoint(exp_dir, last) if last.is_file() else (None, None)
     change_epoch = epochs_trained(resume_from) if resume_from else 0
     reshaping = [k for k, _, _ in changes if k in EPOCH_BOUNDARY_CHANGES]
