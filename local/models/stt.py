@@ -44,7 +44,12 @@ Departures from the authors' code, each with its reason:
     its imaginary part with a sign error); `loss.domain: complex` with `loss.pit: true` is that objective with
     the sign right;
   - `output: direct` (the generator's output is the source STFT itself, scaled back by the input RMS) is
-    offered next to the authors' `output: mask` for comparison.
+    offered next to the authors' `output: mask` for comparison;
+  - `input_compression: c` (default 1, the authors' linear input) offers the power-law compressed complex STFT,
+    |X|^c with the phase of X, as input (Wilson et al., "Exploring Tradeoffs in Models for Low-latency Speech
+    Enhancement", IWAENC 2018, c = 0.3): the linear STFT spans the sounds' whole dynamic range, so a few loud bins
+    dominate the input projection. The masks still act on the linear STFT. Measured against the default in
+    docs/benchmarks.md ("The Spectro-Temporal Transformer").
 """
 import math
 
