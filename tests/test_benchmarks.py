@@ -40,6 +40,30 @@ def test_every_figure_lands_in_its_cell(tmp_path):
     assert (tmp_path / "m.png").stat().st_size > 0
 
 
+def test_a_base_matrix_keeps_its_rows_and_new_runs_win_a_clash(tmp_path):
+    """--base: the earlier matrix's rows stay in their datasets; a file given wins its cell; a base without a
+    dataset key is refused in one line naming the file."""
+    synth = tmp_path / "synth.json"
+    synth.write_text(json.dumps({"rows": [row("lstm_2src_sisdr", False, 2, 5.5, 5.0, 6.0, 5.5, 5.25),
+                                          row("vtf_2src", False, 2, 4.0, 3.0, 5.0, 4.0, 4.0)]}))
+    main(["--out", str(tmp_path / "first"), f"synth={synth}"])
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps({"rows": [row("lstm_2src_sisdr", False, 2, 7.5, 7.0, 8.0, 7.25, 7.75),
+                                          row("dpcl_blstm_2spk_w", False, 15, -1.0, -1.5, -0.5, -1.0, -1.0)]}))
+    main(["--out", str(tmp_path / "second"), "--base", str(tmp_path / "first.json"), f"synth={later}",
+          f"speech={later}"])
+    lines = (tmp_path / "second.md").read_text().splitlines()
+    assert lines[2:] == [
+        "| speech | dpcl_blstm (dpcl_blstm_2spk_w) | no | - | -1.00 [-1.50, -0.50] / -1.00 / -1.00 |",
+        "| speech | lstm (lstm_2src_sisdr) | no | 7.50 [7.00, 8.00] / 7.25 / 7.75 | - |",
+        "| synth | dpcl_blstm (dpcl_blstm_2spk_w) | no | - | -1.00 [-1.50, -0.50] / -1.00 / -1.00 |",
+        "| synth | lstm (lstm_2src_sisdr) | no | 7.50 [7.00, 8.00] / 7.25 / 7.75 | - |",
+        "| synth | vtf (vtf_2src) | no | 4.00 [3.00, 5.00] / 4.00 / 4.00 | - |",
+    ]
+    with pytest.raises(SystemExit, match="a row lacks 'dataset'"):
+        main(["--out", str(tmp_path / "third"), "--base", str(synth)])
+
+
 def gain(tag, minutes, mean, low, high, o_mean, o_low, o_high):
     return {"tag": tag, "minutes": minutes, "all": {"mean": mean, "ci95": [low, high], "n": 200},
             "overlapping": {"mean": o_mean, "ci95": [o_low, o_high], "n": 170}}

@@ -52,7 +52,9 @@ def test_a_shared_trunk_runs_once_per_mixture_and_gives_the_outputs_of_one_pass_
     assert seen[0] == 2  # two distinct mixtures through the trunk, not five items
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
     assert (together[0] - together[1]).abs().max() > 1e-4  # two queries of one mixture, two outputs
-    with pytest.raises(ValueError, match="model.film_layers must be between 1 and model.n_layers"):
+    from local.common.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"model.film_layers must be between 1 and model.n_layers \(2\), got 3"):
         _model(film_layers=3)
 
 

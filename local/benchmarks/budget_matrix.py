@@ -2,6 +2,8 @@
 
     python -m local.benchmarks.budget_matrix --out egs/BUDGET \
         synth=exp/benchmarks/budget_synth/budget.json debian_sounds=exp/benchmarks/budget_debian_sounds/budget.json
+    python -m local.benchmarks.budget_matrix --out egs/budget_matrix --base egs/budget_matrix.json \
+        debian_speech=egs/debian_speech/budget_dpcl_blstm.json     # add runs to the committed matrix
 
 Merges the `budget.json` files that `local.benchmarks.budget` wrote (one per dataset, or several per dataset when
 families were run in separate invocations) into one table, written as Markdown (`<out>.md`), JSON (`<out>.json`)
@@ -34,10 +36,27 @@ def _require(entry, keys, path, what):
         sys.exit(f"budget_matrix: {path}: a {what} lacks '{missing[0]}'; write the file with local.benchmarks.budget")
 
 
-def load(sources):
-    """One row per (dataset, tag, dynamic mixing, minutes) from `dataset=path` pairs, and one per (dataset, tag,
-    minutes) of paired dynamic-mixing gains; a later file wins a clash."""
+def load_base(path):
+    """The rows and gains of an earlier matrix (its .json), keyed as `load` keys them, each keeping its dataset and
+    source: a matrix grows by new runs while the budget.json files of the old ones may be gone from exp/."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        sys.exit(f"budget_matrix: cannot read the base matrix {path} ({err})")
     rows, gains = {}, {}
+    for r in data.get("rows", []):
+        _require(r, ("dataset", "tag", "dynamic_mixing", "minutes", "si_sdri"), path, "row")
+        rows[(r["dataset"], r["tag"], bool(r["dynamic_mixing"]), float(r["minutes"]))] = r
+    for g in data.get("dynamic_mixing_gain", []):
+        _require(g, ("dataset", "tag", "minutes", "all", "overlapping"), path, "dynamic_mixing_gain entry")
+        gains[(g["dataset"], g["tag"], float(g["minutes"]))] = g
+    return rows, gains
+
+
+def load(sources, base=None):
+    """One row per (dataset, tag, dynamic mixing, minutes) from `dataset=path` pairs, and one per (dataset, tag,
+    minutes) of paired dynamic-mixing gains; a later file wins a clash, and any file wins over the `base` matrix."""
+    rows, gains = load_base(base) if base else ({}, {})
     for source in sources:
         name, sep, path = source.partition("=")
         if not sep or not name or not path:
@@ -126,9 +145,12 @@ def figure(table, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="path prefix of the .md, .json and .png written")
-    parser.add_argument("sources", nargs="+", help="DATASET=path/to/budget.json, one or more per dataset")
+    parser.add_argument("--base", help="an earlier matrix's .json whose rows are kept (the files given win a clash)")
+    parser.add_argument("sources", nargs="*", help="DATASET=path/to/budget.json, one or more per dataset")
     args = parser.parse_args(argv)
-    table, gains = load(args.sources)
+    if not args.sources and not args.base:
+        parser.error("give DATASET=path/to/budget.json files, --base MATRIX.json, or both")
+    table, gains = load(args.sources, args.base)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(table) + gain_markdown(gains)

@@ -70,10 +70,14 @@ class DPCLNet(nn.Module):
             out = self.blstm(tf_rep)  # [B, n_out, F, frames]
         batch, frames = out.shape[0], out.shape[-1]
         out = out.view(batch, self.n_out, self.n_freq, frames)
-        embedding = out[:, : self.embedding_dim].permute(0, 2, 3, 1)
+        # one copy into [B, F, frames, D] order: tanh, the unit norm and the loss then run over contiguous rows of D
+        # values instead of values F * frames apart (docs/speakers.md, "Step time")
+        embedding = out[:, : self.embedding_dim].permute(0, 2, 3, 1).contiguous()
         if self.embedding_activation == "tanh":  # Hershey et al. 2016 and Isik et al. 2016: tanh, then unit norm
             embedding = torch.tanh(embedding)
-        embedding = nn.functional.normalize(embedding, dim=-1)
+        # the unit norm of nn.functional.normalize (x / max(|x|, 1e-12)), written as one product: its division and
+        # the backward of its broadcast cost more than the BLSTM here
+        embedding = embedding * embedding.pow(2).sum(dim=-1, keepdim=True).clamp(min=1e-24).rsqrt()
         mi_masks = torch.softmax(out[:, self.embedding_dim :], dim=1) if self.mi_head else None
         return {"embedding": embedding, "mi_masks": mi_masks}
 
