@@ -233,7 +233,11 @@ class STTMasker(STFTMasker):
             raise ValueError(f"model.seq_len ({seq_len}) must be divisible by model.spectral_heads ({spectral_heads})")
         if output not in ("mask", "direct"):
             raise ValueError(f"model.output must be mask (the authors') or direct, got {output!r}")
-        if not 0 < float(input_compression) <= 1:
+        try:
+            input_compression = float(input_compression)
+        except (TypeError, ValueError):
+            raise ValueError(f"model.input_compression must be a number in (0, 1], got {input_compression!r}") from None
+        if not 0 < input_compression <= 1:
             raise ValueError(f"model.input_compression must be in (0, 1] (1: the authors' linear STFT), "
                              f"got {input_compression!r}")
         if output == "direct" and float(input_compression) != 1:
