@@ -54,8 +54,10 @@ def test_a_shared_trunk_runs_once_per_mixture_and_gives_the_outputs_of_one_pass_
     assert (together[0] - together[1]).abs().max() > 1e-4  # two queries of one mixture, two outputs
     from local.common.errors import RecipeError
 
-    with pytest.raises(RecipeError, match=r"model.film_layers must be between 1 and model.n_layers \(2\), got 3"):
+    with pytest.raises(RecipeError, match=r"model.film_layers must be an integer between 1 and .* \(2\), got 3"):
         _model(film_layers=3)
+    with pytest.raises(RecipeError, match=r"model.film_layers must be an integer .* got 'abc'"):
+        _model(film_layers="abc")
 
 
 def test_training_batches_keep_the_queries_of_a_mixture_together(monkeypatch):

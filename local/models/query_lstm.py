@@ -57,9 +57,10 @@ class FiLMBLSTMMasker(nn.Module):
 
     def __init__(self, n_freq, hidden_size, n_layers, dropout, label_dim, film_layers=None):
         super().__init__()
-        film_layers = n_layers if film_layers is None else int(film_layers)
-        if not 1 <= film_layers <= n_layers:
-            raise ValueError(f"model.film_layers must be between 1 and model.n_layers ({n_layers}), got {film_layers}")
+        film_layers = n_layers if film_layers is None else film_layers
+        if isinstance(film_layers, bool) or not isinstance(film_layers, int) or not 1 <= film_layers <= n_layers:
+            raise ValueError(f"model.film_layers must be an integer between 1 and model.n_layers ({n_layers}), "
+                             f"got {film_layers!r}")
         self.n_freq, self.n_shared = n_freq, n_layers - film_layers
         self.input_proj = nn.Linear(n_freq, hidden_size)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(n_layers))
