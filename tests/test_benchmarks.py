@@ -145,6 +145,29 @@ def test_dynamic_mixing_gain_is_paired_on_the_same_mixtures(tmp_path):
     assert 0.0 <= low <= 0.5 <= high <= 1.0
 
 
+def test_tags_are_paired_with_every_earlier_tag_on_the_same_mixtures(tmp_path):
+    """paired_between_tags: b - a, c - a and c - b after each budget, matched by mixture_id (rows in another order),
+    the mean equal to the per-mixture differences computed here."""
+    import numpy as np
+    import pandas as pd
+
+    from local.benchmarks.budget import paired_between_tags
+
+    ids = [f"test_{i:06d}" for i in range(5)]
+    scores = {"a": [1.0, 2.0, 3.0, 4.0, 5.0], "b": [2.0, 2.0, 5.0, 3.0, 9.0], "c": [0.0, 1.0, 1.0, 1.0, 2.0]}
+    for tag, values in scores.items():
+        (tmp_path / "at_2min_dm0" / tag / "eval").mkdir(parents=True)
+        order = [4, 2, 0, 1, 3] if tag == "b" else range(5)
+        pd.DataFrame({"mixture_id": [ids[i] for i in order], "si_sdri": [values[i] for i in order]}).to_csv(
+            tmp_path / "at_2min_dm0" / tag / "eval" / "metrics.csv", index=False)
+    paired = paired_between_tags(tmp_path, ["a", "b", "c"], [2], [False])
+    assert [(d["tag"], d["minus"]) for d in paired] == [("b", "a"), ("c", "a"), ("c", "b")]
+    for d in paired:
+        expected = np.array(scores[d["tag"]]) - np.array(scores[d["minus"]])
+        assert d["mean"] == pytest.approx(expected.mean()) and d["n"] == 5 and d["minutes"] == 2
+        assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+
+
 def test_dynamic_mixing_gain_of_a_query_model_pairs_each_query_not_each_mixture(tmp_path):
     """Query models' metrics.csv has a row per (mixture, query): the gain pairs those, and a negative query's empty
     si_sdri counts in neither mean."""

@@ -17,6 +17,7 @@ afresh; other options are refused there). Merge several runs into one table with
 """
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import yaml
 
 from local.benchmarks import publish
 from local.evaluation.uncertainty import paired_difference
+from local.training.provenance import device_name
 from local.training.train import SaveSnapshots
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,17 +111,37 @@ def overlapping_rows(per_mixture, suffix=""):
     return per_mixture
 
 
+def _test_metrics(work, tag, minutes, dynamic):
+    """The per-mixture (per-query) metrics of one evaluated snapshot, and the keys that pair its rows."""
+    metrics = pd.read_csv(Path(work) / f"at_{minutes:g}min_dm{int(dynamic)}" / tag / "eval" / "metrics.csv")
+    return metrics, ["mixture_id", "query"] if "query" in metrics else ["mixture_id"]  # query models: a row per query
+
+
 def dynamic_mixing_gain(work, tag, minutes):
     """Dynamic minus fixed views after the same training minutes, paired on the same test mixtures (the views
     of val and test stay fixed under dynamic mixing): {all, overlapping}, each {mean, ci95, n} in dB SI-SDRi."""
-    fixed, dynamic = (pd.read_csv(Path(work) / f"at_{minutes:g}min_dm{d}" / tag / "eval" / "metrics.csv")
-                      for d in (0, 1))
-    keys = ["mixture_id", "query"] if "query" in fixed else ["mixture_id"]  # query models: a row per query
+    (fixed, keys), (dynamic, _) = (_test_metrics(work, tag, minutes, d) for d in (False, True))
     both = fixed.merge(dynamic, on=keys, suffixes=("_fixed", "_dynamic"))
     overlapping = overlapping_rows(both, "_fixed")
     return {"tag": tag, "minutes": minutes,
             **{name: paired_difference(part["si_sdri_fixed"], part["si_sdri_dynamic"])
                for name, part in (("all", both), ("overlapping", overlapping))}}
+
+
+def paired_between_tags(work, tags, minutes, dynamic_settings):
+    """Each tag minus every tag before it in `tags`, after the same minutes and with the same dynamic-mixing
+    setting, paired on the same test mixtures: [{minutes, dynamic_mixing, tag, minus, mean, ci95, n}] in dB
+    SI-SDRi, so that a claimed difference between families comes with its interval from the run itself."""
+    out = []
+    for dynamic in dynamic_settings:
+        for m in minutes:
+            for i, reference in enumerate(tags):
+                for tag in tags[i + 1 :]:
+                    (ref, keys), (cur, _) = (_test_metrics(work, t, m, dynamic) for t in (reference, tag))
+                    both = ref.merge(cur, on=keys, suffixes=("_ref", "_cur"))
+                    out.append({"minutes": m, "dynamic_mixing": dynamic, "tag": tag, "minus": reference,
+                                **paired_difference(both["si_sdri_ref"], both["si_sdri_cur"])})
+    return out
 
 
 def figure(rows, path, title):
@@ -198,10 +220,16 @@ def main(argv=None):
               f"{g['all']['mean']:+.2f} [{g['all']['ci95'][0]:+.2f}, {g['all']['ci95'][1]:+.2f}], overlapping "
               f"{g['overlapping']['mean']:+.2f} [{g['overlapping']['ci95'][0]:+.2f}, "
               f"{g['overlapping']['ci95'][1]:+.2f}]")
+    paired = paired_between_tags(work, args.tags, sorted(args.minutes), [d == "true" for d in args.dynamic_mixing])
+    for d in paired:
+        views = "dynamic mixing" if d["dynamic_mixing"] else "fixed views"
+        print(f"{d['tag']} - {d['minus']} after {d['minutes']:g} min ({views}), paired: {d['mean']:+.2f} "
+              f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
     figure(rows, work / "budget.png", f"{args.recipe}: SI-SDRi per training budget")
     print(f"wrote {work / 'budget.png'}")
-    publish({"recipe": args.recipe, "extra": args.extra, "rows": rows, "dynamic_mixing_gain": gains},
-            work / "budget.json")
+    command = shlex.join(["python", "-m", "local.benchmarks.budget", *(sys.argv[1:] if argv is None else argv)])
+    publish({"recipe": args.recipe, "extra": args.extra, "machine": device_name(), "command": command, "rows": rows,
+             "dynamic_mixing_gain": gains, "paired": paired}, work / "budget.json")
 
 
 if __name__ == "__main__":
