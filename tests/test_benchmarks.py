@@ -246,3 +246,30 @@ def test_small_data_protocols_keep_the_held_out_package_out_and_cap_training():
     assert pre.groupby("label")["split"].nunique().eq(3).all()  # snare of b had only training files
     assert pre.groupby(["label", "split"]).size()[("kick", "test")] == 15
     assert leave_one_package_out(listing, "held").equals(lopo) and pretraining_rows(listing, "held").equals(pre)
+
+
+def test_screen_reads_the_validation_curve_of_the_last_run_and_reuses_finished_variants(tmp_path):
+    """The screen's curve is the val_loss rows of the last run's metrics.csv (run10 after run9, not run2), with
+    their epochs and steps; a variant trained for the asked epochs is read, not run again, and one trained for other
+    epochs is refused rather than overwritten; clashing variant names are refused before anything is written."""
+    import pandas as pd
+
+    from local.benchmarks.screen import main as screen_main
+    from local.benchmarks.screen import validation_curve
+
+    exp = tmp_path / "work" / "a" / "t"
+    for run, losses in (("run9", [-1.0, -2.0]), ("run10", [-3.0, -4.5]), ("run2", [0.0, 0.0])):
+        (exp / "logs" / run).mkdir(parents=True)
+        pd.DataFrame({"epoch": [0, None, 1], "step": [9, 10, 19], "val_loss": [losses[0], None, losses[1]],
+                      "loss_step": [None, -1.0, None]}).to_csv(exp / "logs" / run / "metrics.csv", index=False)
+    assert validation_curve(exp) == [(0, 9, -3.0), (1, 19, -4.5)]
+    (exp / "training.json").write_text(json.dumps({"epochs_trained": 2, "n_parameters": 7, "train_seconds": 12.5}))
+    screen_main(["--tag", "t", "--epochs", "2", "--work", str(tmp_path / "work"), "--variant", "a", ""])
+    result = json.loads((tmp_path / "work" / "screen.json").read_text())
+    assert result["rows"][0]["val_loss"][1] == {"epoch": 1, "step": 19, "val_loss": -4.5}
+    assert result["rows"][0]["train_seconds"] == 12.5
+    with pytest.raises(SystemExit, match="holds an unfinished or different run"):
+        screen_main(["--tag", "t", "--epochs", "3", "--work", str(tmp_path / "work"), "--variant", "a", ""])
+    with pytest.raises(SystemExit, match="variant names must be distinct"):
+        screen_main(["--tag", "t", "--work", str(tmp_path / "w2"), "--variant", "a", "", "--variant", "a", "x"])
+    assert not (tmp_path / "w2").exists()

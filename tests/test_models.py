@@ -208,6 +208,25 @@ def test_stt_input_compression_raises_each_bins_magnitude_and_keeps_its_phase():
         small_model("stt", 2, ["model.input_compression=0.5", "model.output=direct"])
 
 
+def test_stt_initial_mask_starts_every_estimate_at_its_share_of_the_mixture():
+    """model.initial_mask m: with the generator's output weights at zero (so only its bias speaks), every source's
+    estimate is m times the mixture, the STFT round trip's error aside; by default (null) the bias is PyTorch's
+    random initialisation and the estimates are not; bad values are refused by name."""
+    mix = torch.randn(2, 64 * 40)
+    for extra, expect_share in ((["model.initial_mask=0.5"], True), ([], False)):
+        model = small_model("stt", 2, extra).eval()
+        with torch.no_grad():
+            model.masker.network.generator_out.weight.zero_()
+            est = model(mix)
+        share = torch.allclose(est, 0.5 * mix.unsqueeze(1).expand_as(est), atol=1e-4)
+        assert share == expect_share
+    assert small_model("stt", 2, ["model.initial_mask=0.5"]).masker_args()["initial_mask"] == 0.5
+    with pytest.raises(RecipeError, match="model.initial_mask must be null or a number"):
+        small_model("stt", 2, ["model.initial_mask=abc"])
+    with pytest.raises(RecipeError, match="model.initial_mask applies to output: mask only"):
+        small_model("stt", 2, ["model.initial_mask=0.5", "model.output=direct"])
+
+
 @pytest.mark.parametrize("n_src", [2, 3, 5])
 def test_stt_learns_to_separate_synth_mixtures(n_src, tiny_data):
     """STT (small) fitted for 60 steps on 4 synth mixtures of n_src categories separates them: SI-SDRi above

@@ -49,7 +49,15 @@ Departures from the authors' code, each with its reason:
     |X|^c with the phase of X, as input (Wilson et al., "Exploring Tradeoffs in Models for Low-latency Speech
     Enhancement", IWAENC 2018, c = 0.3): the linear STFT spans the sounds' whole dynamic range, so a few loud bins
     dominate the input projection. The masks still act on the linear STFT. Measured against the default in
-    docs/benchmarks.md ("The Spectro-Temporal Transformer").
+    docs/benchmarks.md ("The Spectro-Temporal Transformer");
+  - `initial_mask: m` (conf/base/stt.yml: 0.5; null is the authors' initialisation) sets the real parts of the
+    generator's output bias to m and the imaginary parts to 0: the complex masks start near m + 0j, so each
+    estimate starts near its share of the mixture, as the LSTM masker's sigmoid masks start at 0.5. The authors'
+    unbounded complex masks start at random (Xavier weights, PyTorch's random bias), and an SI-SDR objective spends
+    its first steps undoing that;
+  - learning rate 3e-3 (conf/base/stt.yml; the authors: Adam at 3e-4). On synth's validation views, 3e-3 learned
+    faster than 1e-3 with either initialisation, and 3e-4 slowest (local/benchmarks/screen.py; docs/benchmarks.md,
+    "Initial mask and learning rate").
 """
 import math
 
@@ -140,7 +148,7 @@ class SpectroTemporalNet(nn.Module):
     """Complex STFT chunk [B, 2F, seq_len] -> complex masks (or estimates) [B, n_src, 2F, seq_len]."""
 
     def __init__(self, n_freq, n_src, seq_len, d_model, n_layers, n_heads, spectral_heads, d_ff, dropout, c_out,
-                 d_out, ks2, generator_size):
+                 d_out, ks2, generator_size, initial_mask=None):
         super().__init__()
         self.n_src, self.n_freq, self.d_model = n_src, n_freq, d_model
         self.embed = nn.Linear(2 * n_freq, d_model)
@@ -156,6 +164,11 @@ class SpectroTemporalNet(nn.Module):
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        if initial_mask is not None:  # every source's real mask part starts at this value, the imaginary at 0
+            with torch.no_grad():
+                bias = self.generator_out.bias.view(n_src, 2, n_freq)
+                bias[:, 0].fill_(initial_mask)
+                bias[:, 1].zero_()
 
     def forward(self, chunk):
         x = self.embed(chunk.transpose(1, 2)) * math.sqrt(self.d_model)  # [B, T, d_model]
@@ -226,6 +239,7 @@ class STTMasker(STFTMasker):
 
     def __init__(self, n_src, seq_len=256, d_model=64, n_layers=2, n_heads=4, spectral_heads=2, d_ff=256,
                  dropout=0.1, c_out=64, d_out=32, ks2=32, generator_size=128, output="mask", input_compression=1.0,
+                 initial_mask=None,
                  n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
         if d_model % n_heads:
             raise ValueError(f"model.d_model ({d_model}) must be divisible by model.n_heads ({n_heads})")
@@ -242,14 +256,22 @@ class STTMasker(STFTMasker):
                              f"got {input_compression!r}")
         if output == "direct" and float(input_compression) != 1:
             raise ValueError("model.input_compression applies to output: mask only (a direct estimate is linear)")
+        if initial_mask is not None:
+            if output == "direct":
+                raise ValueError("model.initial_mask applies to output: mask only")
+            try:
+                initial_mask = float(initial_mask)
+            except (TypeError, ValueError):
+                raise ValueError(f"model.initial_mask must be null or a number (e.g. 0.5), "
+                                 f"got {initial_mask!r}") from None
         network = SpectroTemporalNet(n_filters // 2 + 1, n_src, seq_len, d_model, n_layers, n_heads, spectral_heads,
-                                     d_ff, dropout, c_out, d_out, ks2, generator_size)
+                                     d_ff, dropout, c_out, d_out, ks2, generator_size, initial_mask)
         super().__init__(SpectroTemporalMasker(network, seq_len, output, input_compression), n_src, n_filters,
                          kernel_size, stride, sample_rate)
         self._masker_args = dict(seq_len=seq_len, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                                  spectral_heads=spectral_heads, d_ff=d_ff, dropout=dropout, c_out=c_out, d_out=d_out,
                                  ks2=ks2, generator_size=generator_size, output=output,
-                                 input_compression=float(input_compression))
+                                 input_compression=float(input_compression), initial_mask=initial_mask)
 
     def apply_masks(self, tf_rep, est_masks):
         if self._masker_args["output"] == "direct":  # the network's output is the estimate itself
