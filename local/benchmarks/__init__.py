@@ -1,5 +1,5 @@
 """Benchmarks: scripts that print figures and write JSON, run as `python -m local.benchmarks.<name>`
-(models, storage, eval, resume, dpcl, kmeans, assignment, budget, budget_matrix, workers).
+(models, storage, eval, resume, dpcl, kmeans, assignment, budget, budget_matrix, screen, workers, ...).
 Never imported by the recipe itself."""
 
 
