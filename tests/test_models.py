@@ -210,17 +210,18 @@ def test_stt_input_compression_raises_each_bins_magnitude_and_keeps_its_phase():
 
 def test_stt_initial_mask_starts_every_estimate_at_its_share_of_the_mixture():
     """model.initial_mask m: with the generator's output weights at zero (so only its bias speaks), every source's
-    estimate is m times the mixture, the STFT round trip's error aside; by default (null) the bias is PyTorch's
-    random initialisation and the estimates are not; bad values are refused by name."""
+    estimate is m times the mixture, the STFT round trip's error aside; with null (the authors') the bias is PyTorch's
+    random initialisation and the estimates are not; the default config starts at 0.5; bad values are refused by
+    name."""
     mix = torch.randn(2, 64 * 40)
-    for extra, expect_share in ((["model.initial_mask=0.5"], True), ([], False)):
+    for extra, expect_share in ((["model.initial_mask=0.5"], True), (["model.initial_mask=null"], False)):
         model = small_model("stt", 2, extra).eval()
         with torch.no_grad():
             model.masker.network.generator_out.weight.zero_()
             est = model(mix)
         share = torch.allclose(est, 0.5 * mix.unsqueeze(1).expand_as(est), atol=1e-4)
         assert share == expect_share
-    assert small_model("stt", 2, ["model.initial_mask=0.5"]).masker_args()["initial_mask"] == 0.5
+    assert small_model("stt", 2).masker_args()["initial_mask"] == 0.5
     with pytest.raises(RecipeError, match="model.initial_mask must be null or a number"):
         small_model("stt", 2, ["model.initial_mask=abc"])
     with pytest.raises(RecipeError, match="model.initial_mask applies to output: mask only"):
