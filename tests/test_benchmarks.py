@@ -272,4 +272,6 @@ def test_screen_reads_the_validation_curve_of_the_last_run_and_reuses_finished_v
         screen_main(["--tag", "t", "--epochs", "3", "--work", str(tmp_path / "work"), "--variant", "a", ""])
     with pytest.raises(SystemExit, match="variant names must be distinct"):
         screen_main(["--tag", "t", "--work", str(tmp_path / "w2"), "--variant", "a", "", "--variant", "a", "x"])
+    with pytest.raises(SystemExit, match="the options of variant b do not parse"):
+        screen_main(["--tag", "t", "--work", str(tmp_path / "w2"), "--variant", "b", "--optim.lr '0.1"])
     assert not (tmp_path / "w2").exists()

@@ -76,6 +76,11 @@ def main(argv=None):
     names = [name for name, _ in args.variant]
     if len(set(names)) != len(names) or any(not n.replace("-", "").replace("_", "").isalnum() for n in names):
         sys.exit(f"screen: variant names must be distinct words (letters, digits, - and _), got {names}")
+    for name, options in args.variant:
+        try:
+            shlex.split(options)
+        except ValueError as error:
+            sys.exit(f"screen: the options of variant {name} do not parse ({error}): {options!r}")
     work.mkdir(parents=True, exist_ok=True)
     rows = [variant(recipe, args.tag, name, options, args.epochs, work) for name, options in args.variant]
     print(f"\n{args.tag}: validation loss after each epoch (step), and training seconds")
