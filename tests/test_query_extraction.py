@@ -36,7 +36,7 @@ def test_the_query_changes_the_output_once_the_conditioning_is_trained():
 def test_a_shared_trunk_runs_once_per_mixture_and_gives_the_outputs_of_one_pass_per_item():
     """film_layers 1 of 3: the first two layers are unconditioned; a batch holding several queries of each of two
     mixtures gives, per item, the output of that item alone (the trunk computed once per mixture and shared), and
-    the trunk sees only the distinct mixtures. film_layers outside 1..n_layers is refused by name."""
+    the trunk sees only the distinct mixtures. film_layers outside 0..n_layers is refused by name."""
     model = _model(n_layers=3, film_layers=1)
     assert model.masker.n_shared == 2 and len(model.masker.films) == 1
     for film in model.masker.films:
@@ -54,10 +54,50 @@ def test_a_shared_trunk_runs_once_per_mixture_and_gives_the_outputs_of_one_pass_
     assert (together[0] - together[1]).abs().max() > 1e-4  # two queries of one mixture, two outputs
     from local.common.errors import RecipeError
 
-    with pytest.raises(RecipeError, match=r"model.film_layers must be an integer between 1 and .* \(2\), got 3"):
+    with pytest.raises(RecipeError, match=r"model.film_layers must be an integer between 0 and .* \(2\), got 3"):
         _model(film_layers=3)
     with pytest.raises(RecipeError, match=r"model.film_layers must be an integer .* got 'abc'"):
         _model(film_layers="abc")
+
+
+def test_conditioning_at_the_head_shares_the_whole_stack_and_still_answers_each_query():
+    """film_layers 0: every BLSTM layer is run once per distinct mixture, the query acts only in the mask head
+    (FiLM on the stack's output, a hidden layer, the mask). Untrained (FiLM at zero) every query gives one output;
+    with FiLM weights, two queries of one mixture give two outputs, each the output of that item alone, and the
+    head's FiLM is the only conditioning (no FiLM inside the stack)."""
+    model = _model(n_layers=2, film_layers=0)
+    assert model.masker.n_shared == 2 and len(model.masker.films) == 1 and model.masker.head is not None
+    mixtures = torch.randn(2, 4000) * 0.1
+    batch, query = mixtures[torch.tensor([0, 0, 0, 1, 1])], torch.tensor([0, 1, 2, 2, 0])
+    with torch.no_grad():
+        untrained = model(batch, query)
+        torch.testing.assert_close(untrained[0], untrained[1])
+        torch.nn.init.normal_(model.masker.films[0].weight, std=0.5)
+        seen = []
+        handles = [rnn.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+                   for rnn in model.masker.rnns]
+        together = model(batch, query)
+        for handle in handles:
+            handle.remove()
+        alone = torch.cat([model(batch[i : i + 1], query[i : i + 1]) for i in range(5)])
+    assert seen == [2, 2]  # both layers see the two distinct mixtures, not the five items
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+    assert (together[0] - together[1]).abs().max() > 1e-4 and (together[1] - together[2]).abs().max() > 1e-4
+    # by hand: the mask of item 0 from the stack's features, the FiLM of its label, the head
+    masker = model.masker
+    with torch.no_grad():
+        tf_rep = model.encoder(torch.nn.functional.pad(batch[:1], model_padding(model, 4000)).unsqueeze(1))
+        x = masker.features(tf_rep)
+        gamma, beta = masker.films[0](model.embedding(query[:1])).chunk(2, dim=-1)
+        hidden = torch.relu(masker.head["hidden"]((1 + gamma) * masker.head["norm"](x) + beta))
+        mask = torch.sigmoid(masker.output(hidden)).transpose(1, 2).unsqueeze(1)
+        torch.testing.assert_close(masker.conditioned(x, model.embedding(query[:1])), mask)
+
+
+def model_padding(model, length):
+    from local.models.stft_masker import edge_padding
+
+    return edge_padding(length, model.stft_args["kernel_size"], model.stft_args["stride"])
 
 
 def test_training_batches_keep_the_queries_of_a_mixture_together(monkeypatch):

@@ -13,8 +13,12 @@ Ochiai et al. multiply one hidden layer's output by a class-dependent vector, wh
 the shift. gamma and beta start at zero, so the untrained extractor is the unconditioned masker. `film_layers: k`
 conditions only the last k layers, Ochiai's single point for k = 1: the layers before it are then the same for every
 query of a mixture and run once per distinct mixture of a batch. At 10 minutes on synth the extra steps of k = 1
-and the deeper conditioning of k = 3 came out even (docs/extraction.md, "Conditioning depth"), so the default
-conditions every layer. Departures from
+and the deeper conditioning of k = 3 came out even (docs/extraction.md, "Conditioning depth"). `film_layers: 0`
+conditions no BLSTM layer: the whole stack is shared by the queries of a mixture, and the query acts in a small
+mask head, FiLM on the stack's normalised output, a hidden linear layer with ReLU, then the mask. Why: a query then
+costs a head, not a stack, so a batch can hold every query of as many mixtures as the n-source separator's batch
+for about the separator's step, and the shared stack is trained by all of them at once (docs/extraction.md,
+"Conditioning at the head"). Departures from
 Ochiai et al.: the conditioning above (theirs: one multiplicative point); the masker (theirs: a BLSTM on
 log-mel features; here the residual BLSTM stack on the log-magnitude STFT that every category model here shares);
 the loss (theirs: a spectral loss; here local/training/losses.py QueryExtractionLoss: SI-SDR on positive queries
@@ -53,18 +57,23 @@ class FiLMBLSTMMasker(nn.Module):
     """([B, 2F, frames] complex STFT, [B, label_dim] condition) -> [B, 1, F, frames] magnitude mask in [0, 1].
 
     The first `n_layers - film_layers` layers are unconditioned (the trunk: `features`), the last `film_layers`
-    FiLM-conditioned (`conditioned`); `forward` is the two in a row."""
+    FiLM-conditioned (`conditioned`), or, with `film_layers` 0, the mask head; `forward` is the two in a row."""
 
     def __init__(self, n_freq, hidden_size, n_layers, dropout, label_dim, film_layers=None):
         super().__init__()
         film_layers = n_layers if film_layers is None else film_layers
-        if isinstance(film_layers, bool) or not isinstance(film_layers, int) or not 1 <= film_layers <= n_layers:
-            raise ValueError(f"model.film_layers must be an integer between 1 and model.n_layers ({n_layers}), "
+        if isinstance(film_layers, bool) or not isinstance(film_layers, int) or not 0 <= film_layers <= n_layers:
+            raise ValueError(f"model.film_layers must be an integer between 0 and model.n_layers ({n_layers}), "
                              f"got {film_layers!r}")
         self.n_freq, self.n_shared = n_freq, n_layers - film_layers
         self.input_proj = nn.Linear(n_freq, hidden_size)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(n_layers))
-        self.films = nn.ModuleList(nn.Linear(label_dim, 2 * hidden_size) for _ in range(film_layers))
+        # film_layers 0: one FiLM, in the mask head (module docstring); otherwise one per conditioned layer
+        self.films = nn.ModuleList(nn.Linear(label_dim, 2 * hidden_size) for _ in range(max(film_layers, 1)))
+        self.head = None
+        if film_layers == 0:
+            self.head = nn.ModuleDict({"norm": nn.LayerNorm(hidden_size),
+                                       "hidden": nn.Linear(hidden_size, hidden_size)})
         for film in self.films:  # start as the unconditioned masker
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
@@ -83,7 +92,11 @@ class FiLMBLSTMMasker(nn.Module):
         return x
 
     def conditioned(self, x, condition):
-        """The FiLM-conditioned layers and the mask: ([B, frames, H], [B, label_dim]) -> [B, 1, F, frames]."""
+        """The FiLM-conditioned layers (or head) and the mask: ([B, frames, H], [B, label_dim]) -> [B, 1, F, frames]."""
+        if self.head is not None:
+            gamma, beta = self.films[0](condition).unsqueeze(1).chunk(2, dim=-1)
+            x = torch.relu(self.head["hidden"]((1 + gamma) * self.head["norm"](x) + beta))
+            return torch.sigmoid(self.output(x)).transpose(1, 2).unsqueeze(1)
         layers = zip(self.norms[self.n_shared :], self.films, self.rnns[self.n_shared :], self.projs[self.n_shared :])
         for norm, film, rnn, proj in layers:
             gamma, beta = film(condition).unsqueeze(1).chunk(2, dim=-1)
