@@ -100,6 +100,27 @@ def model_padding(model, length):
     return edge_padding(length, model.stft_args["kernel_size"], model.stft_args["stride"])
 
 
+def test_the_wrong_sound_is_told_from_a_poor_one_by_the_other_sources_si_sdr():
+    """best_other_si_sdr: the best SI-SDR of an output against the sources other than the queried one, against
+    SI-SDR written out here (alpha = <y, s> / <s, s>, 10 log10 |alpha s|^2 / |alpha s - y|^2); an output that is
+    mostly source 1 scores high against it and is the wrong sound for a query of source 0."""
+    from local.evaluation.query_eval import best_other_si_sdr
+
+    rng = np.random.default_rng(3)
+    sources = rng.standard_normal((3, 4000))
+    estimate = sources[1] + 0.3 * sources[0] + 0.1 * rng.standard_normal(4000)
+
+    def by_hand(y, s):
+        y, s = y - y.mean(), s - s.mean()
+        alpha = (y @ s) / (s @ s)
+        return 10 * np.log10(np.sum((alpha * s) ** 2) / np.sum((alpha * s - y) ** 2))
+
+    expected = max(by_hand(estimate, sources[1]), by_hand(estimate, sources[2]))
+    assert best_other_si_sdr(estimate, sources, 0) == pytest.approx(expected, abs=1e-3)
+    assert expected == pytest.approx(by_hand(estimate, sources[1])) and expected > by_hand(estimate, sources[0])
+    assert best_other_si_sdr(estimate, sources[:1], 0) == float("-inf")
+
+
 def test_training_batches_keep_the_queries_of_a_mixture_together(monkeypatch):
     """group=s permutes mixtures, not items: each run of s slots stays whole and in order, seeded by epoch;
     group=1 is the item permutation of before."""
@@ -208,6 +229,8 @@ def test_the_query_recipe_trains_evaluates_and_reports_end_to_end(tmp_path):
     positive, negative = metrics[metrics["target"] >= 0], metrics[metrics["target"] < 0]
     assert summary["si_sdri"] == pytest.approx(positive["si_sdri"].mean())
     assert summary["negative_share_above_-20db"] == pytest.approx((negative["level_db"] > -20).mean())
+    assert (positive["wrong_source"].astype(bool) == (positive["other_si_sdr"] > positive["si_sdr"])).all()
+    assert summary["wrong_source_share"] == pytest.approx(positive["wrong_source"].astype(bool).mean())
     assert "si_sdri" in done.stdout and (exp / "eval" / "index.html").is_file()
     assert "tiny_query" in (tmp_path / "exp" / "RESULTS.md").read_text()
 

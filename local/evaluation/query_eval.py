@@ -7,6 +7,11 @@ mixture (SI-SDRi), overall and per category. Negative queries: the output's leve
 10 log10(|y|^2 / |x|^2) dB (lower is better: silence is the right answer), and the share of negatives above
 -20 dB. Means with 95 % bootstrap intervals over queries.
 
+Which failure is it, the wrong sound or a poor one? Each positive query's output is also scored against the
+mixture's other sources (`other_si_sdr`, the best of them); `wrong_source` marks outputs closer to another source
+than to the queried one, and `wrong_source_share` in the summary counts them: a query model that extracts the
+wrong category fails at identification, which the oracle pick of separate-then-pick never has to do.
+
 The reference every user asks about, with `eval.pick_baseline: exp/<separator>`: separate-then-pick, the n-source
 separator of another experiment (same test views) with the oracle choice, per positive query, of its output
 closest to the target (the best SI-SDR: an upper bound for any way of picking), and the paired difference
@@ -38,11 +43,21 @@ def level_db(estimate, mixture, eps=1e-12):
     return float(10 * np.log10((np.sum(np.square(estimate)) + eps) / (np.sum(np.square(mixture)) + eps)))
 
 
+def best_other_si_sdr(estimate, sources, target):
+    """The best SI-SDR of `estimate` [T] against the sources [n, T] other than `target` (-inf with none)."""
+    others = [i for i in range(len(sources)) if i != target]
+    if not others:
+        return float("-inf")
+    return float(max(si_sdr(sources[i][None], estimate[None])[0] for i in others))
+
+
 def score_queries(model, dataset, n_mixtures, announce=print):
     """One row per query item of the first `n_mixtures` mixtures."""
     rows = []
     for m in range(n_mixtures):
         items = [dataset[m * dataset.slots + slot] for slot in range(dataset.slots)]
+        _, sources = dataset.base.mix(dataset.base.df.iloc[m].to_dict(), m)
+        sources = sources.numpy()
         mixture = items[0][0][0]
         conditions = [condition for (_, condition), _, _ in items]  # label indices, or example clips
         queries = torch.stack(conditions) if torch.is_tensor(conditions[0]) else torch.tensor(conditions)
@@ -55,6 +70,8 @@ def score_queries(model, dataset, n_mixtures, announce=print):
                 reference = target.numpy()[None]
                 row["si_sdr"] = float(si_sdr(reference, y[None])[0])
                 row["si_sdri"] = row["si_sdr"] - float(si_sdr(reference, x[None])[0])
+                row["other_si_sdr"] = best_other_si_sdr(y, sources, meta["target"])
+                row["wrong_source"] = bool(row["other_si_sdr"] > row["si_sdr"])
             else:
                 row["level_db"] = level_db(y, x)
             rows.append(row)
@@ -89,6 +106,8 @@ def summarise_queries(df, ecfg):
         summary.update({"si_sdr": float(positive["si_sdr"].mean()), "si_sdri": float(positive["si_sdri"].mean()),
                         "si_sdri_ci95": list(bootstrap_ci(positive["si_sdri"], resamples, seed)),
                         "si_sdri_median": float(positive["si_sdri"].median())})
+        if "wrong_source" in positive:
+            summary["wrong_source_share"] = float(positive["wrong_source"].astype(bool).mean())
     if len(negative):
         summary.update({"negative_level_db": float(negative["level_db"].mean()),
                         "negative_level_db_ci95": list(bootstrap_ci(negative["level_db"], resamples, seed)),
@@ -141,7 +160,9 @@ def evaluate_queries(cfg, exp_dir, model, test_csv, root, out_dir, fingerprint):
                 "query_minus_pick": diff}
     out_dir = Path(out_dir)
     io_utils.write_csv(df, out_dir / "metrics.csv")
-    per_category = (df[df["target"] >= 0].groupby("query")[["si_sdr", "si_sdri"]].mean()
+    positive = df[df["target"] >= 0].astype({"wrong_source": float} if "wrong_source" in df else {})
+    per_category = (positive.groupby("query")[[c for c in ("si_sdr", "si_sdri", "wrong_source") if c in df]].mean()
+                    .rename(columns={"wrong_source": "wrong_source_share"})
                     .join(df[df["target"] < 0].groupby("query")["level_db"].mean().rename("negative_level_db"),
                           how="outer").reset_index().rename(columns={"query": "label"}))
     held_out = set(cfg["data"]["query_held_out"])
@@ -180,6 +201,7 @@ def write_page(out_dir, summary, per_category, curves):
     figures = [("SI-SDRi, positive queries", "si_sdri", "si_sdri_ci95"), ("SI-SDR, positive queries", "si_sdr", None),
                ("level of negative queries, dB re mixture", "negative_level_db", "negative_level_db_ci95"),
                ("share of negatives above -20 dB", "negative_share_above_-20db", None),
+               ("share of positive queries closer to another source (the wrong sound)", "wrong_source_share", None),
                ("separate-then-pick (oracle pick): SI-SDRi", "pick_si_sdri", "pick_si_sdri_ci95")]
     rows = "".join(f"<tr><th>{name}</th><td>{summary[key]:.2f}"
                    + (f" [{summary[ci][0]:.2f}, {summary[ci][1]:.2f}]" if ci and ci in summary else "") + "</td></tr>"
