@@ -253,7 +253,16 @@ def test_the_query_recipe_trains_evaluates_and_reports_end_to_end(tmp_path):
 
     metrics = pd.read_csv(exp / "eval" / "metrics.csv")
     summary = json.loads((exp / "eval" / "summary.json").read_text())
+    # a summary written before a score was added (no query_scores in it) is scored again; a current one is not
+    stale = json.loads((exp / "eval" / "summary.json").read_text())
+    assert stale.pop("query_scores") == ["si_sdri", "level_db", "wrong_source"]
+    (exp / "eval" / "summary.json").write_text(json.dumps(stale))
+    for expect_skip in (False, True):
+        again = subprocess.run([str(ROOT / "run.sh"), *args], cwd=tmp_path, capture_output=True, text=True,
+                               env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600)
+        assert again.returncode == 0 and ("is up to date" in again.stdout) == expect_skip, again.stdout[-2000:]
     separator = load_model(tmp_path / "exp" / "tiny_sep" / "best_model.pth").eval()
+    query_model = load_model(exp / "best_model.pth").eval()
     views = ViewDataset(tmp_path / "data" / "synth" / "2src" / "test.csv", load_sources(tmp_path / "data" / "synth")[1])
     positive = metrics[metrics["target"] >= 0]
     for row in positive.itertuples():
@@ -265,6 +274,12 @@ def test_the_query_recipe_trains_evaluates_and_reports_end_to_end(tmp_path):
         best = max(si_sdr(reference, output) for output in outputs)
         assert row.pick_si_sdr == pytest.approx(best, abs=1e-3)
         assert row.pick_si_sdri == pytest.approx(best - si_sdr(reference, mixture.double().numpy()), abs=1e-3)
+        with torch.no_grad():  # the wrong sound: the query's output against the mixture's other source
+            extracted = query_model(mixture[None], [row.query])[0, 0].double().numpy()
+        other = sources[1 - row.target].double().numpy()
+        assert row.si_sdr == pytest.approx(si_sdr(reference, extracted), abs=1e-3)
+        assert row.other_si_sdr == pytest.approx(si_sdr(other, extracted), abs=1e-3)
+        assert bool(row.wrong_source) == (row.other_si_sdr > row.si_sdr)
     assert summary["pick_si_sdri"] == pytest.approx(positive["pick_si_sdri"].mean())
     assert summary["query_minus_pick"]["mean"] == pytest.approx((positive["si_sdri"] - positive["pick_si_sdri"]).mean())
 

@@ -286,6 +286,10 @@ def evaluate(cfg, exp_dir, views, root, nj=1, out_dir=None, split="test"):
                    "fixed_order": fixed_order,
                    "filterbank": cfg["filterbank"], "chunk": CHUNK,
                    "test_views_sha256": file_sha256(test_csv) if test_csv.is_file() else None}
+    if cfg["loss"]["name"] == "query_sisdr":  # what a query model's stage 3 scores: a summary of fewer is redone
+        from local.evaluation.query_eval import QUERY_SCORES
+
+        fingerprint["query_scores"] = list(QUERY_SCORES)
     summary_path = out_dir / "summary.json"
     if summary_path.is_file():
         done = json.loads(summary_path.read_text())

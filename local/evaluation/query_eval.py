@@ -36,6 +36,7 @@ from local.evaluation.metrics import si_sdr
 from local.evaluation.uncertainty import bootstrap_ci
 
 NEGATIVE_THRESHOLD_DB = -20.0
+QUERY_SCORES = ("si_sdri", "level_db", "wrong_source")  # per query; in stage 3's fingerprint, so a change re-scores
 
 
 def level_db(estimate, mixture, eps=1e-12):
