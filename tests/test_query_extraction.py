@@ -409,3 +409,18 @@ def test_a_held_out_category_that_the_dataset_lacks_is_refused(tiny_data):
     cfg = load_config("query_lstm_2src", ["data.query_held_out=[sirne]"])
     with pytest.raises(RecipeError, match="data.query_held_out names sirne, not a category of this dataset"):
         with_query_labels(cfg, views_dir(data_dir, 2))
+
+
+def test_the_gap_to_separate_then_pick_splits_into_wrong_sound_and_right_sound_queries():
+    """wrong_sound_split on four positive queries (one negative ignored), by hand: query - pick is -1, -9, +1, -3;
+    the wrong-sound ones (2nd, 4th) contribute (-9 - 3) / 4 = -3 dB of the mean gap -3; right-sound mean 0."""
+    import pandas as pd
+
+    from local.benchmarks.extraction import wrong_sound_split
+
+    metrics = pd.DataFrame({"target": [0, 1, 0, 1, -1], "si_sdri": [5.0, -4.0, 8.0, 1.0, None],
+                            "pick_si_sdri": [6.0, 5.0, 7.0, 4.0, None],
+                            "wrong_source": [False, True, False, True, None]})
+    split = wrong_sound_split(metrics)
+    assert split == {"wrong_source_share": 0.5, "query_minus_pick_right_sound": 0.0, "gap_from_wrong_sound_db": -3.0}
+    assert wrong_sound_split(metrics.drop(columns="pick_si_sdri")) == {}

@@ -8,7 +8,8 @@ sources with SI-SDR under PIT) for `--minutes` of training each (stages 0-2 of `
 separator (local/evaluation/query_eval.py): SI-SDRi on positive queries, the separator's best output for the same
 queries (the oracle pick) and their paired difference, the negatives' level and the share above -20 dB. Budgets are
 wall-clock minutes of this machine's CPU: run it alone. Run again in the same `--work`, it reuses finished runs.
-Writes JSON (default egs/synth/extraction.json).
+Writes JSON (default egs/synth/extraction.json), one row per source count with the command that made it; rows of
+other source counts already in the file are kept. Each row also splits the gap by the wrong sound (`wrong_sound_split`).
 """
 import argparse
 import json
@@ -16,6 +17,8 @@ import re
 import shlex
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 from local.benchmarks import publish
 from local.benchmarks.budget import _run
@@ -31,6 +34,20 @@ def train(recipe, tag, minutes, work, extra, exp_name="exp"):
               "--training.epochs", "1000", "--training.early_stop_patience", "null",
               "--training.max_minutes", f"{minutes:g}", *extra], work, work / f"{tag}.log")
     return exp / tag
+
+
+def wrong_sound_split(metrics):
+    """The query - pick gap of one query cell (stage 3's metrics.csv rows) split by `wrong_source`: the share of
+    positive queries that took another source, the paired difference on the right-sound queries, and the part of
+    the mean gap (dB) that the wrong-sound queries contribute (their summed differences over all positives)."""
+    positive = metrics[metrics["target"] >= 0]
+    if "wrong_source" not in positive or "pick_si_sdri" not in positive or positive.empty:
+        return {}
+    wrong = positive["wrong_source"].astype(bool)
+    diff = positive["si_sdri"] - positive["pick_si_sdri"]
+    return {"wrong_source_share": float(wrong.mean()),
+            "query_minus_pick_right_sound": float(diff[~wrong].mean()) if (~wrong).any() else None,
+            "gap_from_wrong_sound_db": float(diff[wrong].sum() / len(positive))}
 
 
 def main(argv=None):
@@ -51,6 +68,7 @@ def main(argv=None):
         sys.exit(f"extraction: recipe {recipe} not found")
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "-m", "local.benchmarks.extraction", *(argv or sys.argv[1:])])
     rows = []
     for n in args.n_src:
         query, separator = f"query_lstm_{n}src", f"lstm_{n}src_sisdr"
@@ -65,13 +83,21 @@ def main(argv=None):
                      **{key: summary.get(key) for key in ("si_sdri", "si_sdri_ci95", "pick_si_sdri",
                                                           "pick_si_sdri_ci95", "query_minus_pick", "n_positive",
                                                           "n_negative", "negative_level_db",
-                                                          "negative_share_above_-20db")}})
+                                                          "negative_share_above_-20db")},
+                     **wrong_sound_split(pd.read_csv(query_exp / "eval" / "metrics.csv")),
+                     "command": command, "query_options": args.query_options})
         print(f"extraction: {n} sources: query {rows[-1]['si_sdri']:.2f}, separate-then-pick "
               f"{rows[-1]['pick_si_sdri']:.2f}, query - pick {rows[-1]['query_minus_pick']['mean']:+.2f} "
               f"{rows[-1]['query_minus_pick']['ci95']}", flush=True)
-    command = shlex.join(["python", "-m", "local.benchmarks.extraction", *(argv or sys.argv[1:])])
-    publish({"recipe": args.recipe, "extra": args.extra, "query_options": args.query_options, "machine": device_name(),
-             "command": command, "rows": rows}, args.out)
+    # rows of other source counts already in --out (another command, e.g. other query options) are kept
+    out = Path(args.out)
+    kept = []
+    if out.is_file():
+        earlier = json.loads(out.read_text())
+        if earlier.get("recipe") == args.recipe:
+            kept = [row for row in earlier.get("rows", []) if row.get("n_src") not in args.n_src]
+    publish({"recipe": args.recipe, "extra": args.extra, "machine": device_name(),
+             "rows": sorted(kept + rows, key=lambda row: row["n_src"])}, args.out)
 
 
 if __name__ == "__main__":
