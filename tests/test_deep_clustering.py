@@ -7,7 +7,7 @@ import torch
 from local.common.config import load_config
 from local.common.errors import RecipeError
 from local.models import build_model
-from local.models.kmeans import batched_kmeans
+from local.models.kmeans import batched_kmeans, whiten
 from local.models.stft_masker import log_magnitude_features
 from local.training.losses import deep_clustering_loss, make_loss, truncated_psa_target, whitened_deep_clustering_loss
 
@@ -67,6 +67,29 @@ def test_kmeans_recovers_well_separated_clusters():
         mapping = {int(truth[b, i]): int(labels[b, i]) for i in range(600)}
         assert len(set(mapping.values())) == 3
         assert all(mapping[int(truth[b, i])] == int(labels[b, i]) for i in range(600))
+
+
+def test_whitened_points_have_identity_moment_and_kmeans_on_them_ignores_an_invertible_map():
+    """whiten: P (P^T W P / sum W)^-1/2, so the weighted second moment is the identity (checked against the
+    formula); DC-W sees embeddings V and V R alike, and k-means on whitened points gives one partition for both.
+    Two clusters split along a direction of small spread, with a wide uniform spread across it: raw k-means cuts
+    the wide direction, whitened k-means finds the clusters."""
+    torch.manual_seed(4)
+    n = 800
+    truth = torch.arange(n) % 2
+    points = torch.stack([(2.0 * truth - 1) * 0.3 + 0.03 * torch.randn(n), 6 * (torch.rand(n) - 0.5)],
+                         dim=-1).double()[None]
+    weights = torch.rand(1, n, dtype=torch.double) + 0.5
+    white = whiten(points, weights)
+    moment = (white[0].T * weights[0]) @ white[0] / weights.sum()
+    torch.testing.assert_close(moment, torch.eye(2, dtype=torch.double))
+    raw_labels, _ = batched_kmeans(points, weights, 2, n_init=3)
+    labels, _ = batched_kmeans(white, weights, 2, n_init=3)
+    agreement = lambda lab: max((lab[0] == truth).double().mean(), (lab[0] != truth).double().mean())  # noqa: E731
+    assert agreement(labels) == 1.0 and agreement(raw_labels) < 0.8
+    mixing = torch.tensor([[2.0, 0.5], [0.3, -1.0]], dtype=torch.double)
+    mapped, _ = batched_kmeans(whiten(points @ mixing, weights), weights, 2, n_init=3)
+    assert agreement(mapped) == 1.0
 
 
 def test_dpcl_masks_partition_the_bins_and_separation_sums_to_the_mixture():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from local.common.config import load_config
+from local.common.errors import RecipeError
 from local.models import build_model
 
 LABELS = ["bird", "dog", "siren"]
@@ -52,7 +53,6 @@ def test_a_shared_trunk_runs_once_per_mixture_and_gives_the_outputs_of_one_pass_
     assert seen[0] == 2  # two distinct mixtures through the trunk, not five items
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
     assert (together[0] - together[1]).abs().max() > 1e-4  # two queries of one mixture, two outputs
-    from local.common.errors import RecipeError
 
     with pytest.raises(RecipeError, match=r"model.film_layers must be an integer between 0 and .* \(2\), got 3"):
         _model(film_layers=3)
@@ -164,6 +164,41 @@ def test_the_objective_is_si_sdr_on_positives_and_the_level_on_negatives():
     assert float(loud) == pytest.approx(10 * np.log10(0.01 + 1e-3), abs=1e-3)
 
 
+def test_the_presence_gate_scales_the_output_and_asks_silence_of_the_gate_not_the_mask():
+    """model.presence_gate: the output is the masked sound times sigmoid(gate logit). The objective, against the
+    formula written here: -SI-SDR of the masked sound on the positive item, on the negative item the level of
+    sigmoid(l) x the masked sound (+ tau), and the cross-entropy of the gate, -log s(l) for the positive and
+    -log(1 - s(l)) for the negative; a batch of negatives only leaves the mask layer without a gradient (silence is
+    asked of the gate) while the gate gets one."""
+    from local.training.losses import QueryExtractionLoss
+
+    torch.manual_seed(0)
+    model = _model(n_layers=2, film_layers=0, presence_gate=True)
+    torch.nn.init.normal_(model.masker.gate.weight, std=0.5)
+    mixture = torch.randn(2, 4000) * 0.1
+    masked, logit = model.masked_and_presence(mixture, [0, 1])
+    with torch.no_grad():
+        torch.testing.assert_close(model(mixture, [0, 1]), masked * torch.sigmoid(logit)[:, None, None])
+    reference = torch.zeros(2, 4000)
+    reference[0] = masked[0, 0].detach() + 0.5 * masked[0, 0].detach().std() * torch.randn(4000)  # about +6 dB
+    s = reference[0].double() - reference[0].double().mean()
+    y = masked[0, 0].detach().double() - masked[0, 0].detach().double().mean()
+    target = (y @ s) / (s @ s) * s
+    si_sdr = 10 * torch.log10(target.pow(2).sum() / (y - target).pow(2).sum())
+    g = torch.sigmoid(logit.detach().double())
+    level = 10 * torch.log10(g[1] ** 2 * masked[1, 0].detach().double().pow(2).sum()
+                             / mixture[1].double().pow(2).sum() + 1e-3)
+    cross_entropy = -torch.log(g[0]) - torch.log(1 - g[1])
+    objective = QueryExtractionLoss(negative_weight=0.5, presence_weight=2.0)
+    loss = objective.from_estimates(masked[:, 0], mixture, reference, logit)
+    assert float(loss) == pytest.approx(float((-si_sdr + 0.5 * level + 2.0 * cross_entropy) / 2), abs=1e-4)
+    model.zero_grad()
+    objective(model, (mixture[1:], torch.tensor([1])), reference[1:]).backward()
+    grad = model.masker.output.weight.grad
+    assert grad is None or float(grad.abs().sum()) == 0.0
+    assert float(model.masker.gate.weight.grad.abs().sum()) > 0.0
+
+
 def test_the_negative_level_metric_against_a_hand_computed_case():
     """An output at a tenth of the mixture's amplitude is 20 dB below it; one at a hundredth, 40 dB."""
     from local.evaluation.query_eval import level_db, summarise_queries
@@ -231,6 +266,8 @@ def test_the_query_recipe_trains_evaluates_and_reports_end_to_end(tmp_path):
     assert summary["negative_share_above_-20db"] == pytest.approx((negative["level_db"] > -20).mean())
     assert (positive["wrong_source"].astype(bool) == (positive["other_si_sdr"] > positive["si_sdr"])).all()
     assert summary["wrong_source_share"] == pytest.approx(positive["wrong_source"].astype(bool).mean())
+    assert (positive["missed"].astype(bool) == (positive["target_level_db"] < -20)).all()
+    assert summary["missed_share"] == pytest.approx(positive["missed"].astype(bool).mean())
     assert "si_sdri" in done.stdout and (exp / "eval" / "index.html").is_file()
     assert "tiny_query" in (tmp_path / "exp" / "RESULTS.md").read_text()
 
@@ -255,7 +292,7 @@ def test_the_query_recipe_trains_evaluates_and_reports_end_to_end(tmp_path):
     summary = json.loads((exp / "eval" / "summary.json").read_text())
     # a summary written before a score was added (no query_scores in it) is scored again; a current one is not
     stale = json.loads((exp / "eval" / "summary.json").read_text())
-    assert stale.pop("query_scores") == ["si_sdri", "level_db", "wrong_source"]
+    assert stale.pop("query_scores") == ["si_sdri", "level_db", "wrong_source", "missed"]
     (exp / "eval" / "summary.json").write_text(json.dumps(stale))
     for expect_skip in (False, True):
         again = subprocess.run([str(ROOT / "run.sh"), *args], cwd=tmp_path, capture_output=True, text=True,
@@ -279,9 +316,21 @@ def test_the_query_recipe_trains_evaluates_and_reports_end_to_end(tmp_path):
         other = sources[1 - row.target].double().numpy()
         assert row.si_sdr == pytest.approx(si_sdr(reference, extracted), abs=1e-3)
         assert row.other_si_sdr == pytest.approx(si_sdr(other, extracted), abs=1e-3)
+        assert row.target_level_db == pytest.approx(10 * np.log10((extracted @ extracted) / (reference @ reference)),
+                                                    abs=1e-3)
         assert bool(row.wrong_source) == (row.other_si_sdr > row.si_sdr)
     assert summary["pick_si_sdri"] == pytest.approx(positive["pick_si_sdri"].mean())
     assert summary["query_minus_pick"]["mean"] == pytest.approx((positive["si_sdri"] - positive["pick_si_sdri"]).mean())
+
+    # without negative queries (data.query_negatives 0) stage 3 scores the positives only, and says so
+    done = subprocess.run([str(ROOT / "run.sh"), "--tag", "tiny_query", "--exp_dir", "exp_no_negatives",
+                           "--data.query_negatives", "0", "--stage", "2", "--stop_stage", "3"], cwd=tmp_path,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "no negative queries (data.query_negatives 0)" in done.stdout
+    eval_dir = tmp_path / "exp_no_negatives" / "tiny_query" / "eval"
+    assert (pd.read_csv(eval_dir / "metrics.csv")["target"] >= 0).all()
+    assert "negative_level_db" not in pd.read_csv(eval_dir / "per_category.csv")
 
 
 def test_the_cli_extracts_or_removes_the_queried_sound_of_a_stereo_44k_file(tmp_path, capsys):
@@ -401,7 +450,6 @@ def test_the_cli_extracts_the_sound_like_an_example_clip(tmp_path, capsys):
 
 
 def test_a_held_out_category_that_the_dataset_lacks_is_refused(tiny_data):
-    from local.common.errors import RecipeError
     from local.data.view_csv import views_dir
     from local.training.train import with_query_labels
 

@@ -12,6 +12,12 @@ On the experiment's test views (run from the directory holding data/ and exp/), 
       vector) gets, 1 - sum_c p_c^2 with p_c the share of active bins speaker c dominates;
   (d) a fresh model of the same config fitted to one batch of training views for --overfit_steps steps: its
       training loss and SI-SDRi on that batch (a model that cannot fit one batch has a bug or no capacity).
+  (e) two more read-outs of the same embeddings, telling "no partition in the embeddings" from "a partition
+      k-means cannot see": the oracle linear read-out (per mixture, the weighted least-squares map from the
+      embeddings to the true one-hot dominant speaker, then each bin to its larger output), and k-means on the
+      whitened embeddings V (V^T W V)^-1/2 (`whitened_kmeans`). DC-W (Wang, Le Roux and Hershey 2018) depends on
+      the embeddings only through their span, the same for V and V R with R invertible, so it does not ask for
+      clusters k-means can find in V itself; whitening removes the R.
 (a), oracle embeddings through k-means, masks and iSTFT, is a test: tests/test_deep_clustering.py.
 """
 import argparse
@@ -31,6 +37,8 @@ from local.data.view_csv import views_dir
 from local.evaluation.metrics import si_sdr
 from local.evaluation.oracle import OracleMasks
 from local.models import build_model, load_model
+from local.models.dpcl import bin_weights
+from local.models.kmeans import batched_kmeans, whiten
 from local.models.stft_masker import edge_padding
 from local.training.losses import deep_clustering_loss, make_loss
 
@@ -53,10 +61,25 @@ def diagnose(model, dataset, n_mixtures, vad_db):
             active = ebased_vad(mag(mix_tf), vad_db)[0].bool()
             means = torch.stack([embedding[active & (dominant == c)].mean(dim=0) for c in range(len(sources))])
             nearer = torch.cdist(embedding.reshape(-1, embedding.shape[-1]), means).argmin(dim=1)
-            masks = torch.nn.functional.one_hot(nearer, len(sources)).T.reshape(len(sources), *dominant.shape)
             left, _ = edge_padding(mixture.shape[-1], model.stft_args["kernel_size"], model.stft_args["stride"])
-            centroid_est = model.decoder(model.apply_masks(mix_tf, masks[None].float()))[0][
-                ..., left : left + mixture.shape[-1]]
+
+            def resynthesise(labels):  # one label per bin -> binary masks -> the n_src waveforms
+                masks = torch.nn.functional.one_hot(labels, len(sources)).T.reshape(len(sources), *dominant.shape)
+                return model.decoder(model.apply_masks(mix_tf, masks[None].float()))[0][
+                    ..., left : left + mixture.shape[-1]]
+
+            centroid_est = resynthesise(nearer)
+            flat = embedding.reshape(-1, embedding.shape[-1]).double()
+            weights = bin_weights(mag(mix_tf), vad_db, getattr(model.masker, "kmeans_weights", "vad"))[0]
+            w = weights.reshape(-1).double()
+            onehot = torch.nn.functional.one_hot(dominant.reshape(-1), len(sources)).double()
+            gram = flat.T @ (flat * w[:, None])
+            readout = torch.linalg.solve(gram + 1e-6 * gram.trace() * torch.eye(gram.shape[0], dtype=gram.dtype),
+                                         flat.T @ (onehot * w[:, None]))
+            linear_est = resynthesise((flat @ readout).argmax(dim=1))
+            white_labels, _ = batched_kmeans(whiten(flat[None], w[None]), w[None], len(sources),
+                                             n_init=getattr(model.masker, "kmeans_restarts", 3))
+            whitened_est = resynthesise(white_labels[0])
             own = model(mixture[None])[0]
             p = torch.stack([(active & (dominant == c)).sum() for c in range(len(sources))]).double()
             p = p / p.sum().clamp(min=1)
@@ -66,6 +89,8 @@ def diagnose(model, dataset, n_mixtures, vad_db):
         ibm = oracle.estimates(mixture, sources, ["ibm"])["ibm"].double().numpy()
         rows.append({"kmeans": _best_si_sdri(refs, own.double().numpy(), mix),
                      "oracle_centroids": _best_si_sdri(refs, centroid_est.double().numpy(), mix),
+                     "oracle_linear": _best_si_sdri(refs, linear_est.double().numpy(), mix),
+                     "whitened_kmeans": _best_si_sdri(refs, whitened_est.double().numpy(), mix),
                      "ibm": _best_si_sdri(refs, ibm, mix), "dc_loss": float(dc),
                      "collapse_loss": float(1 - (p ** 2).sum())})
     return {key: round(float(np.mean([r[key] for r in rows])), 3) for key in rows[0]} | {"n_mixtures": len(rows)}

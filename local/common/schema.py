@@ -101,6 +101,7 @@ RULES = {
     "loss.name": choice("euclidean", "correlation", "discriminative", "sisdr", "deep_clustering", "query_sisdr"),
     "loss.negative_weight": number(lo=0),
     "loss.negative_floor_db": number(hi=0),
+    "loss.presence_weight": number(lo=0),
     "loss.pit": boolean(),
     "loss.domain": choice("magnitude", "complex", "compressed"),
     "loss.compression": number(above=0, hi=1),

@@ -12,6 +12,11 @@ mixture's other sources (`other_si_sdr`, the best of them); `wrong_source` marks
 than to the queried one, and `wrong_source_share` in the summary counts them: a query model that extracts the
 wrong category fails at identification, which the oracle pick of separate-then-pick never has to do.
 
+A positive query can also fail by silence, which SI-SDR, blind to scale, does not see: `target_level_db`,
+10 log10(|y|^2 / |s|^2), the output's level relative to the queried source, and `missed` when it is below -20 dB
+(the negatives' threshold): the sound was there and the model answered "absent" (a presence gate shut,
+local/models/query_lstm.py). `missed_share` in the summary counts them.
+
 The reference every user asks about, with `eval.pick_baseline: exp/<separator>`: separate-then-pick, the n-source
 separator of another experiment (same test views) with the oracle choice, per positive query, of its output
 closest to the target (the best SI-SDR: an upper bound for any way of picking), and the paired difference
@@ -36,7 +41,8 @@ from local.evaluation.metrics import si_sdr
 from local.evaluation.uncertainty import bootstrap_ci
 
 NEGATIVE_THRESHOLD_DB = -20.0
-QUERY_SCORES = ("si_sdri", "level_db", "wrong_source")  # per query; in stage 3's fingerprint, so a change re-scores
+# per query; in stage 3's fingerprint, so that adding a score re-scores the summaries written before it
+QUERY_SCORES = ("si_sdri", "level_db", "wrong_source", "missed")
 
 
 def level_db(estimate, mixture, eps=1e-12):
@@ -73,6 +79,8 @@ def score_queries(model, dataset, n_mixtures, announce=print):
                 row["si_sdri"] = row["si_sdr"] - float(si_sdr(reference, x[None])[0])
                 row["other_si_sdr"] = best_other_si_sdr(y, sources, meta["target"])
                 row["wrong_source"] = bool(row["other_si_sdr"] > row["si_sdr"])
+                row["target_level_db"] = level_db(y, reference[0])
+                row["missed"] = bool(row["target_level_db"] < NEGATIVE_THRESHOLD_DB)
             else:
                 row["level_db"] = level_db(y, x)
             rows.append(row)
@@ -109,6 +117,8 @@ def summarise_queries(df, ecfg):
                         "si_sdri_median": float(positive["si_sdri"].median())})
         if "wrong_source" in positive:
             summary["wrong_source_share"] = float(positive["wrong_source"].astype(bool).mean())
+        if "missed" in positive:
+            summary["missed_share"] = float(positive["missed"].astype(bool).mean())
     if len(negative):
         summary.update({"negative_level_db": float(negative["level_db"].mean()),
                         "negative_level_db_ci95": list(bootstrap_ci(negative["level_db"], resamples, seed)),
@@ -161,11 +171,13 @@ def evaluate_queries(cfg, exp_dir, model, test_csv, root, out_dir, fingerprint):
                 "query_minus_pick": diff}
     out_dir = Path(out_dir)
     io_utils.write_csv(df, out_dir / "metrics.csv")
-    positive = df[df["target"] >= 0].astype({"wrong_source": float} if "wrong_source" in df else {})
-    per_category = (positive.groupby("query")[[c for c in ("si_sdr", "si_sdri", "wrong_source") if c in df]].mean()
-                    .rename(columns={"wrong_source": "wrong_source_share"})
-                    .join(df[df["target"] < 0].groupby("query")["level_db"].mean().rename("negative_level_db"),
-                          how="outer").reset_index().rename(columns={"query": "label"}))
+    positive = df[df["target"] >= 0].astype({c: float for c in ("wrong_source", "missed") if c in df})
+    per_category = (positive.groupby("query")[[c for c in ("si_sdr", "si_sdri", "wrong_source", "missed") if c in df]]
+                    .mean().rename(columns={"wrong_source": "wrong_source_share", "missed": "missed_share"}))
+    if "level_db" in df:  # absent with data.query_negatives 0
+        per_category = per_category.join(df[df["target"] < 0].groupby("query")["level_db"].mean()
+                                         .rename("negative_level_db"), how="outer")
+    per_category = per_category.reset_index().rename(columns={"query": "label"})
     held_out = set(cfg["data"]["query_held_out"])
     per_category["held_out"] = per_category["label"].isin(held_out)
     io_utils.write_csv(per_category, out_dir / "per_category.csv")
@@ -183,9 +195,10 @@ def evaluate_queries(cfg, exp_dir, model, test_csv, root, out_dir, fingerprint):
     io_utils.write_json(summary, out_dir / "summary.json")
     print(f"stage 3: si_sdri {summary.get('si_sdri', float('nan')):.2f} over {summary['n_positive']} positive queries "
           f"(95 % CI {summary.get('si_sdri_ci95', [float('nan')] * 2)[0]:.2f} to "
-          f"{summary.get('si_sdri_ci95', [float('nan')] * 2)[1]:.2f}); negative queries at "
-          f"{summary.get('negative_level_db', float('nan')):.1f} dB re the mixture, "
-          f"{summary.get('negative_share_above_-20db', float('nan')):.0%} above -20 dB"
+          f"{summary.get('si_sdri_ci95', [float('nan')] * 2)[1]:.2f}); "
+          + (f"negative queries at {summary['negative_level_db']:.1f} dB re the mixture, "
+             f"{summary['negative_share_above_-20db']:.0%} above -20 dB" if "negative_level_db" in summary
+             else "no negative queries (data.query_negatives 0)")
           + (_pick_text(summary) if "query_minus_pick" in summary else "") + f"; wrote {out_dir}/summary.json",
           flush=True)
 
@@ -194,7 +207,6 @@ def _pick_text(summary):
     d = summary["query_minus_pick"]
     return (f"; separate-then-pick {summary['pick_si_sdri']:.2f}, query - pick {d['mean']:+.2f} "
             f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
-    return summary
 
 
 def write_page(out_dir, summary, per_category, curves):
@@ -203,6 +215,7 @@ def write_page(out_dir, summary, per_category, curves):
                ("level of negative queries, dB re mixture", "negative_level_db", "negative_level_db_ci95"),
                ("share of negatives above -20 dB", "negative_share_above_-20db", None),
                ("share of positive queries closer to another source (the wrong sound)", "wrong_source_share", None),
+               ("share of positive queries answered by silence (over 20 dB below the source)", "missed_share", None),
                ("separate-then-pick (oracle pick): SI-SDRi", "pick_si_sdri", "pick_si_sdri_ci95")]
     rows = "".join(f"<tr><th>{name}</th><td>{summary[key]:.2f}"
                    + (f" [{summary[ci][0]:.2f}, {summary[ci][1]:.2f}]" if ci and ci in summary else "") + "</td></tr>"

@@ -74,3 +74,15 @@ def batched_kmeans(points, weights, k, iterations=20, n_init=1, seed=0):
     best = inertia.argmin(dim=0)  # [B]
     rows = best * batch + torch.arange(batch, device=points.device)
     return labels[rows], centres[rows]
+
+
+def whiten(points, weights, eps=1e-6):
+    """points [B, N, D] -> points (P^T W P / sum W)^-1/2 [B, N, D], with W the weights [B, N]: the same points in
+    coordinates where their weighted second moment is the identity. Deep clustering's whitened loss (DC-W) sees
+    the embeddings only through their span, so their raw geometry is arbitrary up to an invertible map; k-means
+    on whitened points does not depend on that map (local/benchmarks/dpcl_diagnostics.py)."""
+    w = weights.clamp(min=0).unsqueeze(-1)
+    moment = points.transpose(1, 2) @ (points * w) / w.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    values, vectors = torch.linalg.eigh(moment)
+    values = values.clamp(min=eps * values[..., -1:].clamp(min=1e-30))
+    return points @ (vectors * values.rsqrt().unsqueeze(-2)) @ vectors.transpose(1, 2)

@@ -286,23 +286,37 @@ class QueryExtractionLoss(nn.Module):
 
     uses_model = True
 
-    def __init__(self, negative_weight=1.0, negative_floor_db=-30.0, eps=1e-8):
+    def __init__(self, negative_weight=1.0, negative_floor_db=-30.0, presence_weight=1.0, eps=1e-8):
         super().__init__()
-        self.negative_weight, self.eps = float(negative_weight), eps
+        self.negative_weight, self.presence_weight, self.eps = float(negative_weight), float(presence_weight), eps
         self.tau = 10.0 ** (float(negative_floor_db) / 10.0)
 
     def forward(self, model, inputs, target):
         mixture, query = inputs
+        if getattr(model, "presence_gate", False):
+            estimate, logit = model.masked_and_presence(mixture, query)
+            return self.from_estimates(estimate[:, 0], mixture, target, logit)
         return self.from_estimates(model(mixture, query)[:, 0], mixture, target)
 
-    def from_estimates(self, estimate, mixture, target):
+    def from_estimates(self, estimate, mixture, target, presence_logit=None):
+        """`estimate` the model's output, or with a presence gate (local/models/query_lstm.py) the masked sound
+        before the gate and `presence_logit` the gate's logit. With the gate: SI-SDR of the masked sound on
+        positive queries (the gate, a scale, cannot change it); on negative queries the level of the gated output
+        with the masked sound held fixed (detached), so that silence is asked of the gate, not of the mask; and
+        `presence_weight` x the binary cross-entropy of the gate against "the queried sound is in the mixture"."""
         negative = target.pow(2).sum(-1) == 0
         loss = estimate.new_zeros(())
         if (~negative).any():
             loss = loss + singlesrc_neg_sisdr(estimate[~negative], target[~negative]).sum()
         if negative.any():
-            ratio = estimate[negative].pow(2).sum(-1) / mixture[negative].pow(2).sum(-1).clamp_min(self.eps)
+            silent = estimate[negative]
+            if presence_logit is not None:
+                silent = torch.sigmoid(presence_logit[negative])[:, None] * silent.detach()
+            ratio = silent.pow(2).sum(-1) / mixture[negative].pow(2).sum(-1).clamp_min(self.eps)
             loss = loss + self.negative_weight * (10 * torch.log10(ratio + self.tau)).sum()
+        if presence_logit is not None:
+            loss = loss + self.presence_weight * nn.functional.binary_cross_entropy_with_logits(
+                presence_logit, (~negative).to(presence_logit.dtype), reduction="sum")
         return loss / len(target)
 
 
@@ -319,7 +333,8 @@ def make_loss(cfg):
     deep clustering (model, mixture, sources) -> scalar."""
     loss_cfg = cfg["loss"]
     if loss_cfg["name"] == "query_sisdr":
-        return QueryExtractionLoss(loss_cfg["negative_weight"], loss_cfg["negative_floor_db"])
+        return QueryExtractionLoss(loss_cfg["negative_weight"], loss_cfg["negative_floor_db"],
+                                   loss_cfg["presence_weight"])
     if loss_cfg["name"] == "deep_clustering":
         return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"],
                                        loss_cfg["dc_weights"])
