@@ -239,6 +239,34 @@ def test_oracle_embeddings_through_kmeans_masks_and_istft_reproduce_the_ibm(tiny
         assert ours == pytest.approx(si_sdr(refs, ibm).mean(), abs=1e-3), index
 
 
+def test_every_read_out_of_the_diagnostics_gives_the_ibm_on_ideal_embeddings(tiny_data):
+    """local/benchmarks/dpcl_diagnostics.py on a model whose embeddings are the ideal ones (one-hot dominant source):
+    k-means, oracle centroids, the oracle linear read-out and k-means on whitened embeddings all give the ideal
+    binary mask's SI-SDRi, and the classic DC loss is 0 (a perfect partition) against a positive collapse value."""
+    from local.benchmarks.dpcl_diagnostics import diagnose
+    from local.data.dataset import ViewDataset
+    from local.data.sources import load_sources
+    from local.data.view_csv import views_dir
+
+    data_dir, cfg = tiny_data
+    dataset = ViewDataset(views_dir(data_dir, 2) / "test.csv", load_sources(data_dir)[1])
+    model = build_model(load_config("dpcl_dprnn_2spk_small_w", ["model.hid_size=16", "model.n_repeats=1",
+                                                                "model.chunk_size=20"])).eval()
+    ideal = {}
+    for index in range(len(dataset)):
+        mixture, sources = dataset[index]
+        source_tf = model.stft(sources)
+        dominant = source_tf[:, :129].pow(2).add(source_tf[:, 129:].pow(2)).argmax(dim=0)
+        ideal[round(float(model.stft(mixture[None]).sum()), 2)] = torch.nn.functional.one_hot(
+            dominant, model.masker.embedding_dim).float()[None]
+    model.masker.heads = lambda tf: {"embedding": ideal[round(float(tf.sum()), 2)], "mi_masks": None}
+    result = diagnose(model, dataset, len(dataset), 40.0)
+    assert result["n_mixtures"] == len(dataset) == len(ideal)
+    for read_out in ("kmeans", "oracle_centroids", "oracle_linear", "whitened_kmeans"):
+        assert result[read_out] == pytest.approx(result["ibm"], abs=2e-3), read_out
+    assert result["dc_loss"] == pytest.approx(0.0, abs=1e-6) and result["collapse_loss"] > 0.1
+
+
 def test_magnitude_bin_weights_are_the_mixture_magnitude_on_active_bins_and_enter_the_loss_as_w():
     """bin_weights('magnitude') = |X| on the bins within vad_db of the loudest, 0 elsewhere (written out here);
     the DC loss with those weights equals ||W^1/2 (V V^T - Y Y^T) W^1/2||_F^2 / (sum W)^2 built as N x N matrices."""

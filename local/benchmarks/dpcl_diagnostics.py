@@ -17,7 +17,9 @@ On the experiment's test views (run from the directory holding data/ and exp/), 
       embeddings to the true one-hot dominant speaker, then each bin to its larger output), and k-means on the
       whitened embeddings V (V^T W V)^-1/2 (`whitened_kmeans`). DC-W (Wang, Le Roux and Hershey 2018) depends on
       the embeddings only through their span, the same for V and V R with R invertible, so it does not ask for
-      clusters k-means can find in V itself; whitening removes the R.
+      clusters k-means can find in V itself; whitening removes the R. A linear read-out fitted to the labels
+      finds some partition in any features, so the same read-outs of an untrained model of the same config
+      (seeded) are reported next to them (`untrained`): what training added is the difference.
 (a), oracle embeddings through k-means, masks and iSTFT, is a test: tests/test_deep_clustering.py.
 """
 import argparse
@@ -134,8 +136,10 @@ def main(argv=None):
     root = load_sources(data_dir)[1]
     views = views_dir(data_dir, cfg["data"]["n_src"], cfg["data"]["n_classes"], cfg["data"]["mixing_policy"])
     model = load_model(exp / "best_model.pth")
-    result = {"exp": str(exp), **diagnose(model, ViewDataset(views / "test.csv", root), args.n_mixtures,
-                                          float(cfg["loss"]["vad_db"]))}
+    test = ViewDataset(views / "test.csv", root)
+    result = {"exp": str(exp), **diagnose(model, test, args.n_mixtures, float(cfg["loss"]["vad_db"]))}
+    torch.manual_seed(0)
+    result["untrained"] = diagnose(build_model(cfg).eval(), test, args.n_mixtures, float(cfg["loss"]["vad_db"]))
     result["overfit_one_batch"] = overfit_one_batch(cfg, ViewDataset(views / "train.csv", root), args.overfit_steps)
     publish(result, args.out)
 
