@@ -83,7 +83,7 @@ def main(argv=None):
                      **{key: summary.get(key) for key in ("si_sdri", "si_sdri_ci95", "pick_si_sdri",
                                                           "pick_si_sdri_ci95", "query_minus_pick", "n_positive",
                                                           "n_negative", "negative_level_db",
-                                                          "negative_share_above_-20db")},
+                                                          "negative_share_above_-20db", "missed_share")},
                      **wrong_sound_split(pd.read_csv(query_exp / "eval" / "metrics.csv")),
                      "command": command, "query_options": args.query_options})
         print(f"extraction: {n} sources: query {rows[-1]['si_sdri']:.2f}, separate-then-pick "
