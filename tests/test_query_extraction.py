@@ -196,6 +196,8 @@ def test_the_presence_gate_scales_the_output_and_asks_silence_of_the_gate_not_th
     objective(model, (mixture[1:], torch.tensor([1])), reference[1:]).backward()
     grad = model.masker.output.weight.grad
     assert grad is None or float(grad.abs().sum()) == 0.0
+    with pytest.raises(RecipeError, match="model.presence_gate must be true or false, got 'yes'"):
+        _model(presence_gate="yes")
     assert float(model.masker.gate.weight.grad.abs().sum()) > 0.0
 
 

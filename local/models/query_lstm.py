@@ -136,11 +136,12 @@ class QueryLSTMExtractor(STFTMasker):
                  film_layers=None, presence_gate=False, n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"model.labels must be distinct category names, got {labels!r}")
+        if not isinstance(presence_gate, bool):
+            raise ValueError(f"model.presence_gate must be true or false, got {presence_gate!r}")
         if query_type not in ("label", "example"):
             raise ValueError(f"model.query_type must be label or example, got {query_type!r}")
         n_freq = n_filters // 2 + 1
-        masker = FiLMBLSTMMasker(n_freq, hidden_size, n_layers, dropout, label_dim, film_layers,
-                                 bool(presence_gate))
+        masker = FiLMBLSTMMasker(n_freq, hidden_size, n_layers, dropout, label_dim, film_layers, presence_gate)
         super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
         self.labels, self.query_type = [str(label) for label in labels], query_type
         if query_type == "label":
@@ -150,7 +151,7 @@ class QueryLSTMExtractor(STFTMasker):
         self._masker_args = dict(labels=self.labels, query_type=query_type, hidden_size=hidden_size,
                                  n_layers=n_layers, dropout=dropout, label_dim=label_dim,
                                  film_layers=n_layers - masker.n_shared,
-                                 presence_gate=bool(presence_gate), mask_act="sigmoid")
+                                 presence_gate=presence_gate, mask_act="sigmoid")
 
     def query_indices(self, query, batch):
         """A label name, a list of names, or label indices -> a LongTensor [batch]."""
