@@ -168,7 +168,7 @@ def test_the_presence_gate_scales_the_output_and_asks_silence_of_the_gate_not_th
     """model.presence_gate: the output is the masked sound times sigmoid(gate logit). The objective, against the
     formula written here: -SI-SDR of the masked sound on the positive item, on the negative item the level of
     sigmoid(l) x the masked sound (+ tau), and the cross-entropy of the gate, -log s(l) for the positive and
-    -log(1 - s(l)) for the negative; a batch of negatives only leaves the mask layer without a gradient (silence is
+    -log(1 - s(l)) for the negative (and with missed_weight, -10 log10(s(l)^2 + tau) on the positive); a batch of negatives only leaves the mask layer without a gradient (silence is
     asked of the gate) while the gate gets one."""
     from local.training.losses import QueryExtractionLoss
 
@@ -192,6 +192,11 @@ def test_the_presence_gate_scales_the_output_and_asks_silence_of_the_gate_not_th
     objective = QueryExtractionLoss(negative_weight=0.5, presence_weight=2.0)
     loss = objective.from_estimates(masked[:, 0], mixture, reference, logit)
     assert float(loss.detach()) == pytest.approx(float((-si_sdr + 0.5 * level + 2.0 * cross_entropy) / 2), abs=1e-4)
+    # loss.missed_weight: the level term mirrored onto the positive item, -10 log10(g^2 + tau)
+    deficit = -10 * torch.log10(g[0] ** 2 + 1e-3)
+    mirrored = QueryExtractionLoss(negative_weight=0.5, presence_weight=2.0, missed_weight=3.0)
+    assert float(mirrored.from_estimates(masked[:, 0], mixture, reference, logit).detach()) == pytest.approx(
+        float((-si_sdr + 0.5 * level + 2.0 * cross_entropy + 3.0 * deficit) / 2), abs=1e-4)
     model.zero_grad()
     objective(model, (mixture[1:], torch.tensor([1])), reference[1:]).backward()
     grad = model.masker.output.weight.grad
@@ -199,6 +204,37 @@ def test_the_presence_gate_scales_the_output_and_asks_silence_of_the_gate_not_th
     with pytest.raises(RecipeError, match="model.presence_gate must be true or false, got 'yes'"):
         _model(presence_gate="yes")
     assert float(model.masker.gate.weight.grad.abs().sum()) > 0.0
+
+
+def test_the_presence_gate_pools_the_conditioned_features_by_mean_max_or_both(tmp_path):
+    """model.presence_pool: the gate's logit is w . pool(features) + b with pool the mean over frames, the maximum,
+    or their sum (PANNs), written out here on the features the mask is read from; a sound present in one frame
+    moves the max-pooled gate as much as a sound in every frame, the mean-pooled one by 1/frames of it. An unknown
+    pooling is refused by name; a saved package keeps its pooling."""
+    from local.models import load_model, model_package
+
+    torch.manual_seed(0)
+    features, condition = torch.randn(3, 50, 16), torch.randn(3, 4)
+    for pool, written in (("mean", lambda x: x.mean(1)), ("max", lambda x: x.max(1).values),
+                          ("mean+max", lambda x: x.mean(1) + x.max(1).values)):
+        model = _model(n_layers=2, film_layers=0, presence_gate=True, presence_pool=pool)
+        torch.nn.init.normal_(model.masker.gate.weight, std=0.5)
+        with torch.no_grad():
+            gamma, beta = model.masker.films[0](condition).unsqueeze(1).chunk(2, dim=-1)
+            hidden = torch.relu(model.masker.head["hidden"]((1 + gamma) * model.masker.head["norm"](features) + beta))
+            expected = written(hidden) @ model.masker.gate.weight[0] + model.masker.gate.bias[0]
+            _, logit = model.masker.conditioned_with_presence(features, condition)
+        torch.testing.assert_close(logit, expected)
+        torch.save(model_package(model), tmp_path / "model.pth")
+        assert load_model(tmp_path / "model.pth").masker.presence_pool == pool
+    one_frame, every_frame = torch.zeros(1, 50, 16), torch.ones(1, 50, 16)
+    one_frame[0, 7] = 1.0
+    max_pooled = _model(presence_gate=True, presence_pool="max").masker
+    torch.testing.assert_close(max_pooled.pooled(one_frame), max_pooled.pooled(every_frame))
+    mean_pooled = _model(presence_gate=True).masker
+    torch.testing.assert_close(mean_pooled.pooled(one_frame), mean_pooled.pooled(every_frame) / 50)
+    with pytest.raises(RecipeError, match="model.presence_pool must be one of mean, max, mean\\+max, got 'sum'"):
+        _model(presence_gate=True, presence_pool="sum")
 
 
 def test_the_negative_level_metric_against_a_hand_computed_case():
@@ -474,3 +510,35 @@ def test_the_gap_to_separate_then_pick_splits_into_wrong_sound_and_right_sound_q
     split = wrong_sound_split(metrics)
     assert split == {"wrong_source_share": 0.5, "query_minus_pick_right_sound": 0.0, "gap_from_wrong_sound_db": -3.0}
     assert wrong_sound_split(metrics.drop(columns="pick_si_sdri")) == {}
+
+
+def test_the_extraction_benchmark_keeps_one_row_per_source_count_and_query_options():
+    """merge_rows: a run replaces the earlier row of its own (n_src, query_options) only; rows of other options
+    (a screen) and other source counts stay, sorted by source count."""
+    from local.benchmarks.extraction import merge_rows
+
+    earlier = [{"n_src": 2, "query_options": [], "si_sdri": 1.0},
+               {"n_src": 2, "query_options": ["--model.presence_gate", "true"], "si_sdri": 2.0},
+               {"n_src": 5, "query_options": [], "si_sdri": 3.0}]
+    rows = [{"n_src": 2, "query_options": ["--model.presence_gate", "true"], "si_sdri": 4.0}]
+    merged = merge_rows(earlier, rows)
+    assert [(row["n_src"], row["si_sdri"]) for row in merged] == [(2, 1.0), (2, 4.0), (5, 3.0)]
+    assert merge_rows([{"n_src": 5, "si_sdri": 3.0}], [{"n_src": 5, "query_options": [], "si_sdri": 6.0}]) == \
+        [{"n_src": 5, "query_options": [], "si_sdri": 6.0}]
+
+
+def test_the_presence_auc_counts_pairs_of_a_present_and_an_absent_query_by_hand():
+    """presence_auc: present gates 0.9, 0.4, 0.6 against absent 0.5, 0.4: of the six pairs, four are ordered right,
+    one wrong and one tied (half): 4.5 / 6; summarise_queries reports it from the `presence` column, and not for a
+    model without a gate."""
+    import pandas as pd
+
+    from local.evaluation.query_eval import presence_auc, summarise_queries
+
+    assert presence_auc([0.9, 0.4, 0.6], [0.5, 0.4]) == pytest.approx(4.5 / 6)
+    df = pd.DataFrame({"target": [0, 1, 0, -1, -1], "si_sdr": [1.0, 2.0, 3.0, None, None],
+                       "si_sdri": [1.0, 2.0, 3.0, None, None], "level_db": [None, None, None, -30.0, -10.0],
+                       "presence": [0.9, 0.4, 0.6, 0.5, 0.4]})
+    ecfg = {"bootstrap": 100, "bootstrap_seed": 0}
+    assert summarise_queries(df, ecfg)["presence_auc"] == pytest.approx(0.75)
+    assert "presence_auc" not in summarise_queries(df.drop(columns="presence"), ecfg)

@@ -8,8 +8,9 @@ sources with SI-SDR under PIT) for `--minutes` of training each (stages 0-2 of `
 separator (local/evaluation/query_eval.py): SI-SDRi on positive queries, the separator's best output for the same
 queries (the oracle pick) and their paired difference, the negatives' level and the share above -20 dB. Budgets are
 wall-clock minutes of this machine's CPU: run it alone. Run again in the same `--work`, it reuses finished runs.
-Writes JSON (default egs/synth/extraction.json), one row per source count with the command that made it; rows of
-other source counts already in the file are kept. Each row also splits the gap by the wrong sound (`wrong_sound_split`).
+Writes JSON (default egs/synth/extraction.json), one row per source count and query options with the command that
+made it; rows of other source counts or other `--query_options` already in the file are kept, so one file holds a
+screen of options (`merge_rows`). Each row also splits the gap by the wrong sound (`wrong_sound_split`).
 """
 import argparse
 import json
@@ -50,6 +51,16 @@ def wrong_sound_split(metrics):
             "gap_from_wrong_sound_db": float(diff[wrong].sum() / len(positive))}
 
 
+def merge_rows(earlier, rows):
+    """The rows of an earlier --out that this run does not replace (another source count or other query options)
+    followed by this run's, sorted by source count: one row per (n_src, query_options)."""
+    def key(row):
+        return row.get("n_src"), tuple(row.get("query_options") or ())
+
+    new = {key(row) for row in rows}
+    return sorted([row for row in earlier if key(row) not in new] + rows, key=lambda row: row["n_src"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,21 +94,20 @@ def main(argv=None):
                      **{key: summary.get(key) for key in ("si_sdri", "si_sdri_ci95", "pick_si_sdri",
                                                           "pick_si_sdri_ci95", "query_minus_pick", "n_positive",
                                                           "n_negative", "negative_level_db",
-                                                          "negative_share_above_-20db", "missed_share")},
+                                                          "negative_share_above_-20db", "missed_share",
+                                                          "presence_auc")},
                      **wrong_sound_split(pd.read_csv(query_exp / "eval" / "metrics.csv")),
                      "command": command, "query_options": args.query_options})
         print(f"extraction: {n} sources: query {rows[-1]['si_sdri']:.2f}, separate-then-pick "
               f"{rows[-1]['pick_si_sdri']:.2f}, query - pick {rows[-1]['query_minus_pick']['mean']:+.2f} "
               f"{rows[-1]['query_minus_pick']['ci95']}", flush=True)
-    # rows of other source counts already in --out (another command, e.g. other query options) are kept
-    out = Path(args.out)
-    kept = []
+    out, earlier = Path(args.out), []
     if out.is_file():
-        earlier = json.loads(out.read_text())
-        if earlier.get("recipe") == args.recipe:
-            kept = [row for row in earlier.get("rows", []) if row.get("n_src") not in args.n_src]
+        previous = json.loads(out.read_text())
+        if previous.get("recipe") == args.recipe:
+            earlier = previous.get("rows", [])
     publish({"recipe": args.recipe, "extra": args.extra, "machine": device_name(),
-             "rows": sorted(kept + rows, key=lambda row: row["n_src"])}, args.out)
+             "rows": merge_rows(earlier, rows)}, args.out)
 
 
 if __name__ == "__main__":

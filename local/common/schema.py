@@ -102,6 +102,7 @@ RULES = {
     "loss.negative_weight": number(lo=0),
     "loss.negative_floor_db": number(hi=0),
     "loss.presence_weight": number(lo=0),
+    "loss.missed_weight": number(lo=0),
     "loss.pit": boolean(),
     "loss.domain": choice("magnitude", "complex", "compressed"),
     "loss.compression": number(above=0, hi=1),

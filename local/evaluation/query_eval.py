@@ -15,7 +15,10 @@ wrong category fails at identification, which the oracle pick of separate-then-p
 A positive query can also fail by silence, which SI-SDR, blind to scale, does not see: `target_level_db`,
 10 log10(|y|^2 / |s|^2), the output's level relative to the queried source, and `missed` when it is below -20 dB
 (the negatives' threshold): the sound was there and the model answered "absent" (a presence gate shut,
-local/models/query_lstm.py). `missed_share` in the summary counts them.
+local/models/query_lstm.py). `missed_share` in the summary counts them. For a model with a presence gate, each
+query's `presence` (the gate's probability that the queried sound is there) and `presence_auc` in the summary: the
+probability that a positive query's gate exceeds a negative one's (Mann-Whitney), which tells a gate that cannot
+tell present from absent from one whose threshold sits wrong (missed and leaking negatives trade along it).
 
 The reference every user asks about, with `eval.pick_baseline: exp/<separator>`: separate-then-pick, the n-source
 separator of another experiment (same test views) with the oracle choice, per positive query, of its output
@@ -42,7 +45,7 @@ from local.evaluation.uncertainty import bootstrap_ci
 
 NEGATIVE_THRESHOLD_DB = -20.0
 # per query; in stage 3's fingerprint, so that adding a score re-scores the summaries written before it
-QUERY_SCORES = ("si_sdri", "level_db", "wrong_source", "missed")
+QUERY_SCORES = ("si_sdri", "level_db", "wrong_source", "missed", "presence")
 
 
 def level_db(estimate, mixture, eps=1e-12):
@@ -69,10 +72,14 @@ def score_queries(model, dataset, n_mixtures, announce=print):
         conditions = [condition for (_, condition), _, _ in items]  # label indices, or example clips
         queries = torch.stack(conditions) if torch.is_tensor(conditions[0]) else torch.tensor(conditions)
         with torch.no_grad():
-            estimates = model(mixture.expand(len(items), -1), queries)[:, 0].numpy()
+            masked, logit = model.masked_and_presence(mixture.expand(len(items), -1), queries)
+            presence = [None] * len(items) if logit is None else torch.sigmoid(logit).tolist()
+            estimates = (masked if logit is None else masked * torch.sigmoid(logit)[:, None, None])[:, 0].numpy()
         x = mixture.numpy()
-        for ((_, _), target, meta), y in zip(items, estimates):
+        for ((_, _), target, meta), y, p in zip(items, estimates, presence):
             row = {"mixture_id": meta["mixture_id"], "query": meta["query"], "target": meta["target"]}
+            if p is not None:
+                row["presence"] = p
             if meta["target"] >= 0:
                 reference = target.numpy()[None]
                 row["si_sdr"] = float(si_sdr(reference, y[None])[0])
@@ -107,6 +114,13 @@ def pick_baseline_scores(baseline, dataset, df, n_mixtures):
     return pd.DataFrame(picked)
 
 
+def presence_auc(present, absent):
+    """P(a present query's gate > an absent one's), ties counted half: the Mann-Whitney U over n1 n0."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(present, absent).statistic / (len(present) * len(absent)))
+
+
 def summarise_queries(df, ecfg):
     positive, negative = df[df["target"] >= 0], df[df["target"] < 0]
     seed, resamples = int(ecfg["bootstrap_seed"]), int(ecfg["bootstrap"])
@@ -123,6 +137,8 @@ def summarise_queries(df, ecfg):
         summary.update({"negative_level_db": float(negative["level_db"].mean()),
                         "negative_level_db_ci95": list(bootstrap_ci(negative["level_db"], resamples, seed)),
                         "negative_share_above_-20db": float((negative["level_db"] > NEGATIVE_THRESHOLD_DB).mean())})
+    if "presence" in df and len(positive) and len(negative):
+        summary["presence_auc"] = presence_auc(positive["presence"], negative["presence"])
     return summary
 
 
@@ -216,6 +232,7 @@ def write_page(out_dir, summary, per_category, curves):
                ("share of negatives above -20 dB", "negative_share_above_-20db", None),
                ("share of positive queries closer to another source (the wrong sound)", "wrong_source_share", None),
                ("share of positive queries answered by silence (over 20 dB below the source)", "missed_share", None),
+               ("presence gate: P(a present query's gate > an absent one's)", "presence_auc", None),
                ("separate-then-pick (oracle pick): SI-SDRi", "pick_si_sdri", "pick_si_sdri_ci95")]
     rows = "".join(f"<tr><th>{name}</th><td>{summary[key]:.2f}"
                    + (f" [{summary[ci][0]:.2f}, {summary[ci][1]:.2f}]" if ci and ci in summary else "") + "</td></tr>"

@@ -49,6 +49,8 @@ from torch import nn
 
 from local.models.stft_masker import STFTMasker, edge_padding, log_magnitude_features
 
+PRESENCE_POOLS = ("mean", "max", "mean+max")  # how the presence gate pools the conditioned features over frames
+
 
 class ExampleEncoder(nn.Module):
     """An example clip's STFT [B, 2F, frames] -> a condition vector [B, label_dim] (module docstring)."""
@@ -70,8 +72,12 @@ class FiLMBLSTMMasker(nn.Module):
     The first `n_layers - film_layers` layers are unconditioned (the trunk: `features`), the last `film_layers`
     FiLM-conditioned (`conditioned`), or, with `film_layers` 0, the mask head; `forward` is the two in a row."""
 
-    def __init__(self, n_freq, hidden_size, n_layers, dropout, label_dim, film_layers=None, presence_gate=False):
+    def __init__(self, n_freq, hidden_size, n_layers, dropout, label_dim, film_layers=None, presence_gate=False,
+                 presence_pool="mean"):
         super().__init__()
+        if presence_pool not in PRESENCE_POOLS:
+            raise ValueError(f"model.presence_pool must be one of {', '.join(PRESENCE_POOLS)}, got {presence_pool!r}")
+        self.presence_pool = presence_pool
         film_layers = n_layers if film_layers is None else film_layers
         if isinstance(film_layers, bool) or not isinstance(film_layers, int) or not 0 <= film_layers <= n_layers:
             raise ValueError(f"model.film_layers must be an integer between 0 and model.n_layers ({n_layers}), "
@@ -118,8 +124,18 @@ class FiLMBLSTMMasker(nn.Module):
             for norm, film, rnn, proj in layers:
                 gamma, beta = film(condition).unsqueeze(1).chunk(2, dim=-1)
                 x = x + self.dropout(proj(rnn((1 + gamma) * norm(x) + beta)))
-        logit = self.gate(x.mean(dim=1))[:, 0] if self.gate is not None else None
+        logit = self.gate(self.pooled(x))[:, 0] if self.gate is not None else None
         return torch.sigmoid(self.output(x)).transpose(1, 2).unsqueeze(1), logit
+
+    def pooled(self, x):
+        """[B, frames, H] -> [B, H], what the presence gate reads: the mean over frames, the maximum, or their sum
+        (the clip-level pooling of PANNs, Kong et al. 2020, CNN14), so that a sound of a few frames is not averaged
+        away."""
+        if self.presence_pool == "mean":
+            return x.mean(dim=1)
+        if self.presence_pool == "max":
+            return x.amax(dim=1)
+        return x.mean(dim=1) + x.amax(dim=1)
 
     def forward(self, tf_rep, condition):
         return self.conditioned(self.features(tf_rep), condition)
@@ -133,7 +149,8 @@ class QueryLSTMExtractor(STFTMasker):
     queried = True  # trained and evaluated on query items (local/data/queries.py), not on all sources at once
 
     def __init__(self, n_src, labels, query_type="label", hidden_size=256, n_layers=3, dropout=0.0, label_dim=32,
-                 film_layers=None, presence_gate=False, n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
+                 film_layers=None, presence_gate=False, presence_pool="mean", n_filters=256, kernel_size=256, stride=64,
+                 sample_rate=8000):
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"model.labels must be distinct category names, got {labels!r}")
         if not isinstance(presence_gate, bool):
@@ -141,7 +158,8 @@ class QueryLSTMExtractor(STFTMasker):
         if query_type not in ("label", "example"):
             raise ValueError(f"model.query_type must be label or example, got {query_type!r}")
         n_freq = n_filters // 2 + 1
-        masker = FiLMBLSTMMasker(n_freq, hidden_size, n_layers, dropout, label_dim, film_layers, presence_gate)
+        masker = FiLMBLSTMMasker(n_freq, hidden_size, n_layers, dropout, label_dim, film_layers, presence_gate,
+                                 presence_pool)
         super().__init__(masker, n_src, n_filters, kernel_size, stride, sample_rate)
         self.labels, self.query_type = [str(label) for label in labels], query_type
         if query_type == "label":
@@ -151,7 +169,7 @@ class QueryLSTMExtractor(STFTMasker):
         self._masker_args = dict(labels=self.labels, query_type=query_type, hidden_size=hidden_size,
                                  n_layers=n_layers, dropout=dropout, label_dim=label_dim,
                                  film_layers=n_layers - masker.n_shared,
-                                 presence_gate=presence_gate, mask_act="sigmoid")
+                                 presence_gate=presence_gate, presence_pool=presence_pool, mask_act="sigmoid")
 
     def query_indices(self, query, batch):
         """A label name, a list of names, or label indices -> a LongTensor [batch]."""

@@ -286,9 +286,11 @@ class QueryExtractionLoss(nn.Module):
 
     uses_model = True
 
-    def __init__(self, negative_weight=1.0, negative_floor_db=-30.0, presence_weight=1.0, eps=1e-8):
+    def __init__(self, negative_weight=1.0, negative_floor_db=-30.0, presence_weight=1.0, missed_weight=0.0,
+                 eps=1e-8):
         super().__init__()
         self.negative_weight, self.presence_weight, self.eps = float(negative_weight), float(presence_weight), eps
+        self.missed_weight = float(missed_weight)
         self.tau = 10.0 ** (float(negative_floor_db) / 10.0)
 
     def forward(self, model, inputs, target):
@@ -303,7 +305,11 @@ class QueryExtractionLoss(nn.Module):
         before the gate and `presence_logit` the gate's logit. With the gate: SI-SDR of the masked sound on
         positive queries (the gate, a scale, cannot change it); on negative queries the level of the gated output
         with the masked sound held fixed (detached), so that silence is asked of the gate, not of the mask; and
-        `presence_weight` x the binary cross-entropy of the gate against "the queried sound is in the mixture"."""
+        `presence_weight` x the binary cross-entropy of the gate against "the queried sound is in the mixture";
+        and on positive queries `missed_weight` x -10 log10(g^2 + tau), the gated output's level deficit relative
+        to the masked sound with the negatives' floor: the level term mirrored, so that doubt does not cost only
+        the positives (with the negatives' term alone, in dB and unbounded above the floor, the gate of a sound it
+        cannot tell answers silence: docs/extraction.md, "Where the gate sits")."""
         negative = target.pow(2).sum(-1) == 0
         loss = estimate.new_zeros(())
         if (~negative).any():
@@ -314,6 +320,9 @@ class QueryExtractionLoss(nn.Module):
                 silent = torch.sigmoid(presence_logit[negative])[:, None] * silent.detach()
             ratio = silent.pow(2).sum(-1) / mixture[negative].pow(2).sum(-1).clamp_min(self.eps)
             loss = loss + self.negative_weight * (10 * torch.log10(ratio + self.tau)).sum()
+        if presence_logit is not None and self.missed_weight and (~negative).any():
+            gate = torch.sigmoid(presence_logit[~negative])
+            loss = loss - self.missed_weight * (10 * torch.log10(gate.pow(2) + self.tau)).sum()
         if presence_logit is not None:
             loss = loss + self.presence_weight * nn.functional.binary_cross_entropy_with_logits(
                 presence_logit, (~negative).to(presence_logit.dtype), reduction="sum")
@@ -334,7 +343,7 @@ def make_loss(cfg):
     loss_cfg = cfg["loss"]
     if loss_cfg["name"] == "query_sisdr":
         return QueryExtractionLoss(loss_cfg["negative_weight"], loss_cfg["negative_floor_db"],
-                                   loss_cfg["presence_weight"])
+                                   loss_cfg["presence_weight"], loss_cfg["missed_weight"])
     if loss_cfg["name"] == "deep_clustering":
         return DeepClusteringObjective(loss_cfg["alpha"], loss_cfg["vad_db"], loss_cfg["dc"], loss_cfg["mi"],
                                        loss_cfg["dc_weights"])
