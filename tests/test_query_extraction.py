@@ -168,8 +168,9 @@ def test_the_presence_gate_scales_the_output_and_asks_silence_of_the_gate_not_th
     """model.presence_gate: the output is the masked sound times sigmoid(gate logit). The objective, against the
     formula written here: -SI-SDR of the masked sound on the positive item, on the negative item the level of
     sigmoid(l) x the masked sound (+ tau), and the cross-entropy of the gate, -log s(l) for the positive and
-    -log(1 - s(l)) for the negative (and with missed_weight, -10 log10(s(l)^2 + tau) on the positive); a batch of negatives only leaves the mask layer without a gradient (silence is
-    asked of the gate) while the gate gets one."""
+    -log(1 - s(l)) for the negative (and with missed_weight, -10 log10(s(l)^2 + tau) on the positive); a batch
+    of negatives only leaves the mask layer without a gradient (silence is asked of the gate) while the gate gets
+    one."""
     from local.training.losses import QueryExtractionLoss
 
     torch.manual_seed(0)
@@ -231,7 +232,7 @@ def test_the_presence_gate_pools_the_conditioned_features_by_mean_max_or_both(tm
     one_frame[0, 7] = 1.0
     max_pooled = _model(presence_gate=True, presence_pool="max").masker
     torch.testing.assert_close(max_pooled.pooled(one_frame), max_pooled.pooled(every_frame))
-    mean_pooled = _model(presence_gate=True).masker
+    mean_pooled = _model(presence_gate=True, presence_pool="mean").masker
     torch.testing.assert_close(mean_pooled.pooled(one_frame), mean_pooled.pooled(every_frame) / 50)
     with pytest.raises(RecipeError, match="model.presence_pool must be one of mean, max, mean\\+max, got 'sum'"):
         _model(presence_gate=True, presence_pool="sum")
@@ -330,7 +331,7 @@ def test_the_query_recipe_trains_evaluates_and_reports_end_to_end(tmp_path):
     summary = json.loads((exp / "eval" / "summary.json").read_text())
     # a summary written before a score was added (no query_scores in it) is scored again; a current one is not
     stale = json.loads((exp / "eval" / "summary.json").read_text())
-    assert stale.pop("query_scores") == ["si_sdri", "level_db", "wrong_source", "missed"]
+    assert stale.pop("query_scores") == ["si_sdri", "level_db", "wrong_source", "missed", "presence"]
     (exp / "eval" / "summary.json").write_text(json.dumps(stale))
     for expect_skip in (False, True):
         again = subprocess.run([str(ROOT / "run.sh"), *args], cwd=tmp_path, capture_output=True, text=True,
@@ -357,6 +358,12 @@ def test_the_query_recipe_trains_evaluates_and_reports_end_to_end(tmp_path):
         assert row.target_level_db == pytest.approx(10 * np.log10((extracted @ extracted) / (reference @ reference)),
                                                     abs=1e-3)
         assert bool(row.wrong_source) == (row.other_si_sdr > row.si_sdr)
+        with torch.no_grad():  # the default model has a presence gate: its probability per query
+            _, logit = query_model.masked_and_presence(mixture[None], [row.query])
+        assert row.presence == pytest.approx(float(torch.sigmoid(logit[0])), abs=1e-5)
+    present, absent = positive["presence"].to_numpy(), metrics[metrics["target"] < 0]["presence"].to_numpy()
+    pairs = (present[:, None] > absent[None]).mean() + 0.5 * (present[:, None] == absent[None]).mean()
+    assert summary["presence_auc"] == pytest.approx(pairs)
     assert summary["pick_si_sdri"] == pytest.approx(positive["pick_si_sdri"].mean())
     assert summary["query_minus_pick"]["mean"] == pytest.approx((positive["si_sdri"] - positive["pick_si_sdri"]).mean())
 

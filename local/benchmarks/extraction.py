@@ -8,7 +8,7 @@ sources with SI-SDR under PIT) for `--minutes` of training each (stages 0-2 of `
 separator (local/evaluation/query_eval.py): SI-SDRi on positive queries, the separator's best output for the same
 queries (the oracle pick) and their paired difference, the negatives' level and the share above -20 dB. Budgets are
 wall-clock minutes of this machine's CPU: run it alone. Run again in the same `--work`, it reuses finished runs.
-Writes JSON (default egs/synth/extraction.json), one row per source count and query options with the command that
+Writes JSON (default egs/synth/extraction_gate.json), one row per source count and query options with the command that
 made it; rows of other source counts or other `--query_options` already in the file are kept, so one file holds a
 screen of options (`merge_rows`). Each row also splits the gap by the wrong sound (`wrong_sound_split`).
 """
@@ -68,7 +68,7 @@ def main(argv=None):
     parser.add_argument("--n_src", nargs="+", type=int, default=[2, 5], choices=(2, 3, 5))
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--work", default="exp/benchmarks/extraction")
-    parser.add_argument("--out", default="egs/synth/extraction.json")
+    parser.add_argument("--out", default="egs/synth/extraction_gate.json")
     parser.add_argument("--query_options", type=shlex.split, default=[], metavar="'OPTIONS'",
                         help="recipe options for the query model only, quoted, e.g. '--model.film_layers 1' (its "
                              "runs then go to exp_<options>/ in --work, the separator's stay in exp/)")

@@ -25,16 +25,18 @@ the loss (theirs: a spectral loss; here local/training/losses.py QueryExtraction
 and the output's energy relative to the mixture on negative ones, floored at -30 dB as MixIT's loss for silent
 references).
 
-Presence gate (`presence_gate: true`; our addition, not Ochiai et al.'s): the output is the masked sound times a
-gate g = sigmoid(w . mean over frames of the conditioned features the mask is read from), one number per query
-saying whether the queried sound is in the mixture. Why: a negative query must return silence, and when the mask
-alone has to produce it, the silence objective pulls every mask down where the query's evidence is weak; at 2
-sources on synth, 4 minutes of training, dropping the negatives raised the positive queries from 7.98 to 10.45 dB
-and weighting them by 0.1 to 10.62, while 35 % of the negatives then stayed above -20 dB (docs/extraction.md,
-"The cost of negative queries"). With the gate the negatives' objective reaches the mask through the gate only
-(local/training/losses.py QueryExtractionLoss): the mask learns the sound, the gate whether it is there. Off by
-default: on synth at 2 sources it closes the gap to separate-then-pick (10 minutes: -0.27 dB, was -2.09), but on
-debian_sounds' drum hits it answered 52 % of the positive queries with silence (`missed_share` in stage 3).
+Presence gate (`presence_gate: true`, the default; our addition, not Ochiai et al.'s): the output is the masked
+sound times a gate g = sigmoid(w . pool(conditioned features the mask is read from)), one number per query saying
+whether the queried sound is in the mixture; `presence_pool` max (default) pools by the maximum over frames, so a
+drum hit of a few frames is not averaged away (PANNs' clip pooling, Kong et al. 2020). Why a gate: a negative
+query must return silence, and when the mask alone has to produce it, the model takes the cheap way that SI-SDR,
+blind to scale, cannot see: it returns every sound quiet. Without the gate the positive queries' outputs sat a
+median 31 dB below their sources on synth (33 on debian_sounds), so the negatives' -48 dB meant little, and the
+silence objective also cost the positive queries 2.5 dB of SI-SDR at 2 sources (docs/extraction.md, "The cost of
+negative queries", "Where the gate sits"). With the gate the negatives' objective reaches the mask through the gate
+only (local/training/losses.py QueryExtractionLoss): the mask learns the sound, the gate whether it is there. The
+gate is only as good as its presence classifier: on synth its AUC is 0.999, on debian_sounds' drum kit 0.75, where
+it answers half of the positive queries with silence (`missed_share`, `presence_auc` in stage 3).
 
 The category names are part of the model (`labels`), so a package answers `--query dog` on its own.
 
