@@ -74,7 +74,7 @@ def score_queries(model, dataset, n_mixtures, announce=print):
         with torch.no_grad():
             masked, logit = model.masked_and_presence(mixture.expand(len(items), -1), queries)
             presence = [None] * len(items) if logit is None else torch.sigmoid(logit).tolist()
-            estimates = (masked if logit is None else masked * torch.sigmoid(logit)[:, None, None])[:, 0].numpy()
+            estimates = model.gated(masked, logit)[:, 0].numpy()
         x = mixture.numpy()
         for ((_, _), target, meta), y, p in zip(items, estimates, presence):
             row = {"mixture_id": meta["mixture_id"], "query": meta["query"], "target": meta["target"]}

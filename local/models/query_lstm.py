@@ -205,7 +205,11 @@ class QueryLSTMExtractor(STFTMasker):
         With an unconditioned trunk (`film_layers` < `n_layers`), the trunk runs once per distinct mixture of the
         batch and its features go to every query of that mixture: the same output as one pass per item, for the
         cost of one, where a batch holds several queries of a mixture (training batches group them)."""
-        estimate, logit = self.masked_and_presence(wav, query)
+        return self.gated(*self.masked_and_presence(wav, query))
+
+    @staticmethod
+    def gated(estimate, logit):
+        """The masked sound times the presence gate, sigmoid(logit); unchanged without a gate (logit None)."""
         return estimate if logit is None else estimate * torch.sigmoid(logit)[..., None, None]
 
     def masked_and_presence(self, wav, query):
