@@ -18,12 +18,13 @@ def _model(**overrides):
 
 
 def test_the_query_changes_the_output_once_the_conditioning_is_trained():
-    """FiLM starts at zero (the untrained extractor is the unconditioned masker: every query, one output); with
-    conditioning weights, two labels give two outputs, and a query by name equals the query by index."""
+    """FiLM starts at zero (the untrained extractor's mask is the unconditioned masker's: every query, one masked
+    sound; the default tagging gate has a row per label from the start); with conditioning weights, two labels give
+    two outputs, and a query by name equals the query by index."""
     model = _model()
     mixture = torch.randn(2, 4000) * 0.1
     with torch.no_grad():
-        first, second = model(mixture, [0, 0]), model(mixture, [1, 1])
+        first, second = model.masked_and_presence(mixture, [0, 0])[0], model.masked_and_presence(mixture, [1, 1])[0]
         torch.testing.assert_close(first, second)
         for film in model.masker.films:
             torch.nn.init.normal_(film.weight, std=0.5)
@@ -70,7 +71,7 @@ def test_conditioning_at_the_head_shares_the_whole_stack_and_still_answers_each_
     mixtures = torch.randn(2, 4000) * 0.1
     batch, query = mixtures[torch.tensor([0, 0, 0, 1, 1])], torch.tensor([0, 1, 2, 2, 0])
     with torch.no_grad():
-        untrained = model(batch, query)
+        untrained = model.masked_and_presence(batch, query)[0]  # the masked sound (the tagger has a row per label)
         torch.testing.assert_close(untrained[0], untrained[1])
         torch.nn.init.normal_(model.masker.films[0].weight, std=0.5)
         seen = []
@@ -174,7 +175,7 @@ def test_the_presence_gate_scales_the_output_and_asks_silence_of_the_gate_not_th
     from local.training.losses import QueryExtractionLoss
 
     torch.manual_seed(0)
-    model = _model(n_layers=2, film_layers=0, presence_gate=True)
+    model = _model(n_layers=2, film_layers=0, presence_gate=True, presence_head="conditioned")
     torch.nn.init.normal_(model.masker.gate.weight, std=0.5)
     mixture = torch.randn(2, 4000) * 0.1
     masked, logit = model.masked_and_presence(mixture, [0, 1])
@@ -218,7 +219,7 @@ def test_the_presence_gate_pools_the_conditioned_features_by_mean_max_or_both(tm
     features, condition = torch.randn(3, 50, 16), torch.randn(3, 4)
     for pool, written in (("mean", lambda x: x.mean(1)), ("max", lambda x: x.max(1).values),
                           ("mean+max", lambda x: x.mean(1) + x.max(1).values)):
-        model = _model(n_layers=2, film_layers=0, presence_gate=True, presence_pool=pool)
+        model = _model(n_layers=2, film_layers=0, presence_gate=True, presence_pool=pool, presence_head="conditioned")
         torch.nn.init.normal_(model.masker.gate.weight, std=0.5)
         with torch.no_grad():
             gamma, beta = model.masker.films[0](condition).unsqueeze(1).chunk(2, dim=-1)
@@ -230,12 +231,77 @@ def test_the_presence_gate_pools_the_conditioned_features_by_mean_max_or_both(tm
         assert load_model(tmp_path / "model.pth").masker.presence_pool == pool
     one_frame, every_frame = torch.zeros(1, 50, 16), torch.ones(1, 50, 16)
     one_frame[0, 7] = 1.0
-    max_pooled = _model(presence_gate=True, presence_pool="max").masker
+    max_pooled = _model(presence_gate=True, presence_pool="max", presence_head="conditioned").masker
     torch.testing.assert_close(max_pooled.pooled(one_frame), max_pooled.pooled(every_frame))
-    mean_pooled = _model(presence_gate=True, presence_pool="mean").masker
+    mean_pooled = _model(presence_gate=True, presence_pool="mean", presence_head="conditioned").masker
     torch.testing.assert_close(mean_pooled.pooled(one_frame), mean_pooled.pooled(every_frame) / 50)
     with pytest.raises(RecipeError, match="model.presence_pool must be one of mean, max, mean\\+max, got 'sum'"):
         _model(presence_gate=True, presence_pool="sum")
+
+
+def test_a_tagging_gate_reads_every_category_of_the_mixture_from_the_shared_stack(tmp_path, tiny_data):
+    """model.presence_head tagger: the gate's logit is row q of a linear tagger on the max-pooled trunk features,
+    w_q . max_t(features) + b_q, written out here; the objective's cross-entropy covers every category against the
+    mixture's multi-hot labels, sum_c -[p_c log s(l_c) + (1 - p_c) log(1 - s(l_c))], counted once per mixture
+    (here 2 items share the first mixture, 1 the second), computed by hand in float64; the query items carry
+    that multi-hot vector, the same for every slot of a mixture. The tagger needs label queries and the gate;
+    a saved package keeps it."""
+    import pandas as pd
+
+    from local.data.dataset import ViewDataset
+    from local.data.queries import QueryDataset
+    from local.data.sources import load_sources
+    from local.data.view_csv import views_dir
+    from local.models import load_model, model_package
+    from local.models.stft_masker import edge_padding
+    from local.training.losses import QueryExtractionLoss
+
+    torch.manual_seed(0)
+    model = _model(n_layers=2, film_layers=0, presence_gate=True, presence_pool="max", presence_head="tagger")
+    torch.nn.init.normal_(model.masker.gate.weight, std=0.5)
+    assert model.masker.gate.weight.shape == (len(LABELS), 16)
+    first, second = torch.randn(4000) * 0.1, torch.randn(4000) * 0.1
+    mixture, query = torch.stack([first, first, second]), torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        masked, logit, tags = model.masked_and_presence(mixture, query, return_tags=True)
+        left, right = edge_padding(4000, 256, 64)
+        features = model.masker.features(model.encoder(torch.nn.functional.pad(mixture, (left, right)).unsqueeze(1)))
+        written = features.max(dim=1).values @ model.masker.gate.weight.T + model.masker.gate.bias
+    torch.testing.assert_close(tags, written, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logit, written[torch.arange(3), query], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(mixture, query), masked * torch.sigmoid(logit)[:, None, None])
+    present = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    reference = torch.zeros(3, 4000)  # all negative: only the level term and the tagging term remain
+    logits, p = tags.double(), present.double()
+    per_category = -(p * torch.log(torch.sigmoid(logits)) + (1 - p) * torch.log(1 - torch.sigmoid(logits)))
+    tagging = per_category[0].sum() / 2 + per_category[1].sum() / 2 + per_category[2].sum()
+    g = torch.sigmoid(logit.double())
+    level = sum(10 * torch.log10(g[i] ** 2 * masked[i, 0].double().pow(2).sum() / mixture[i].double().pow(2).sum()
+                                 + 1e-3) for i in range(3))
+    objective = QueryExtractionLoss(negative_weight=0.5, presence_weight=2.0)
+    loss = objective.from_estimates(masked[:, 0], mixture, reference, logit, tags, present)
+    assert float(loss) == pytest.approx(float((0.5 * level + 2.0 * tagging) / 3), abs=1e-4)
+    with torch.no_grad():
+        assert float(objective(model, (mixture, query, present), reference)) == pytest.approx(float(loss), abs=1e-4)
+    torch.save(model_package(model), tmp_path / "model.pth")
+    assert load_model(tmp_path / "model.pth").masker.tagger
+    # the config's null: the tagger for label queries, the conditioned gate for example queries
+    assert _model(presence_gate=True).masker.tagger
+    assert not _model(presence_gate=True, query_type="example").masker.tagger
+    with pytest.raises(RecipeError, match="model.presence_head tagger needs model.presence_gate true"):
+        _model(presence_gate=True, presence_head="tagger", query_type="example")
+    with pytest.raises(RecipeError, match="model.presence_head must be one of conditioned, tagger, got 'both'"):
+        _model(presence_gate=True, presence_head="both")
+    data_dir, _ = tiny_data
+    _, root = load_sources(data_dir)
+    base = ViewDataset(views_dir(data_dir, 2) / "test.csv", root)
+    labels = sorted(pd.read_csv(data_dir / "sources.csv")["label"].unique())
+    items = QueryDataset(base, labels, negatives=1, return_meta=True, tags=True)
+    for slot in range(items.slots):
+        (_, condition, hot), target, meta = items[slot]
+        row_labels = {meta[f"label_{i}"] for i in range(base.n_src)}
+        assert [labels[c] for c in torch.nonzero(hot)[:, 0].tolist()] == sorted(row_labels)
+        assert (labels[condition] in row_labels) == (meta["target"] >= 0)
 
 
 def test_the_negative_level_metric_against_a_hand_computed_case():
@@ -532,6 +598,10 @@ def test_the_extraction_benchmark_keeps_one_row_per_source_count_and_query_optio
     assert [(row["n_src"], row["si_sdri"]) for row in merged] == [(2, 1.0), (2, 4.0), (5, 3.0)]
     assert merge_rows([{"n_src": 5, "si_sdri": 3.0}], [{"n_src": 5, "query_options": [], "si_sdri": 6.0}]) == \
         [{"n_src": 5, "query_options": [], "si_sdri": 6.0}]
+    # rows keep the machine that trained them; an earlier row without one takes the earlier file's
+    kept = merge_rows([{"n_src": 2, "si_sdri": 1.0}, {"n_src": 3, "si_sdri": 2.0, "machine": "B"}],
+                      [{"n_src": 5, "si_sdri": 6.0, "machine": "C"}], earlier_machine="A")
+    assert [row["machine"] for row in kept] == ["A", "B", "C"]
 
 
 def test_the_presence_auc_counts_pairs_of_a_present_and_an_absent_query_by_hand():
@@ -549,3 +619,39 @@ def test_the_presence_auc_counts_pairs_of_a_present_and_an_absent_query_by_hand(
     ecfg = {"bootstrap": 100, "bootstrap_seed": 0}
     assert summarise_queries(df, ecfg)["presence_auc"] == pytest.approx(0.75)
     assert "presence_auc" not in summarise_queries(df.drop(columns="presence"), ecfg)
+
+
+def test_two_query_models_are_compared_per_query_and_refused_on_different_queries(tmp_path, capsys):
+    """local.benchmarks.query_pairs: B - A over the same queries, written out here: SI-SDRi (3 - 1 + 2 - 2 + 1 - 3)
+    / 3 = 0; missed 1/3 -> 0 = -1/3; negatives above -20 dB, A {-10, -30} -> 1/2, B {-25, -15} -> 1/2, paired 0
+    with a non-degenerate interval (one query leaks less, one more); other queries are refused in one line."""
+    import pandas as pd
+
+    from local.benchmarks.query_pairs import main
+
+    rows = {"mixture_id": ["m0", "m0", "m1", "m0", "m1"], "query": ["dog", "bird", "dog", "siren", "bird"],
+            "target": [0, 1, 0, -1, -1]}
+    a = pd.DataFrame({**rows, "si_sdri": [1.0, 2.0, 3.0, None, None], "missed": [True, False, False, None, None],
+                      "level_db": [None, None, None, -10.0, -30.0]})
+    b = pd.DataFrame({**rows, "si_sdri": [3.0, 2.0, 1.0, None, None], "missed": [False, False, False, None, None],
+                      "level_db": [None, None, None, -25.0, -15.0]})
+    for name, df in (("a", a), ("b", b)):
+        (tmp_path / name / "eval").mkdir(parents=True)
+        df.to_csv(tmp_path / name / "eval" / "metrics.csv", index=False)
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "pairs.json")])
+    import json
+
+    pairs = json.loads((tmp_path / "pairs.json").read_text())["pairs"]
+    assert pairs["si_sdri"]["mean"] == pytest.approx(0.0) and pairs["si_sdri"]["n"] == 3
+    assert pairs["missed_share"]["mean"] == pytest.approx(-1 / 3)
+    assert pairs["missed_share"]["a"] == pytest.approx(1 / 3) and pairs["missed_share"]["b"] == 0.0
+    leak = pairs["negative_share_above_-20db"]
+    assert (leak["a"], leak["b"], leak["mean"], leak["n"]) == (0.5, 0.5, 0.0, 2)
+    assert leak["ci95"][0] < 0 < leak["ci95"][1]
+    b.iloc[:1].assign(query="cat").pipe(lambda df: pd.concat([df, b.iloc[1:]])).to_csv(
+        tmp_path / "b" / "eval" / "metrics.csv", index=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="ERROR: the two evaluations hold different queries \\(2 unmatched"):
+        main([str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="metrics.csv not found"):
+        main([str(tmp_path / "a"), str(tmp_path / "none")])

@@ -17,6 +17,7 @@ import json
 import re
 import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -51,14 +52,18 @@ def wrong_sound_split(metrics):
             "gap_from_wrong_sound_db": float(diff[wrong].sum() / len(positive))}
 
 
-def merge_rows(earlier, rows):
+def merge_rows(earlier, rows, earlier_machine=None):
     """The rows of an earlier --out that this run does not replace (another source count or other query options)
-    followed by this run's, sorted by source count: one row per (n_src, query_options)."""
+    followed by this run's, sorted by source count: one row per (n_src, query_options). Every row names the machine
+    that trained it (`machine`; an earlier row without one gets `earlier_machine`, the earlier file's), since rows
+    of one file may come from sittings on different machines and minutes of training are not comparable across
+    them."""
     def key(row):
         return row.get("n_src"), tuple(row.get("query_options") or ())
 
     new = {key(row) for row in rows}
-    return sorted([row for row in earlier if key(row) not in new] + rows, key=lambda row: row["n_src"])
+    kept = [{**row, "machine": row.get("machine") or earlier_machine} for row in earlier if key(row) not in new]
+    return sorted(kept + rows, key=lambda row: row["n_src"])
 
 
 def main(argv=None):
@@ -97,17 +102,17 @@ def main(argv=None):
                                                           "negative_share_above_-20db", "missed_share",
                                                           "presence_auc")},
                      **wrong_sound_split(pd.read_csv(query_exp / "eval" / "metrics.csv")),
-                     "command": command, "query_options": args.query_options})
+                     "command": command, "query_options": args.query_options, "machine": device_name(),
+                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
         print(f"extraction: {n} sources: query {rows[-1]['si_sdri']:.2f}, separate-then-pick "
               f"{rows[-1]['pick_si_sdri']:.2f}, query - pick {rows[-1]['query_minus_pick']['mean']:+.2f} "
               f"{rows[-1]['query_minus_pick']['ci95']}", flush=True)
-    out, earlier = Path(args.out), []
+    out, earlier, earlier_machine = Path(args.out), [], None
     if out.is_file():
         previous = json.loads(out.read_text())
         if previous.get("recipe") == args.recipe:
-            earlier = previous.get("rows", [])
-    publish({"recipe": args.recipe, "extra": args.extra, "machine": device_name(),
-             "rows": merge_rows(earlier, rows)}, args.out)
+            earlier, earlier_machine = previous.get("rows", []), previous.get("machine")
+    publish({"recipe": args.recipe, "extra": args.extra, "rows": merge_rows(earlier, rows, earlier_machine)}, args.out)
 
 
 if __name__ == "__main__":

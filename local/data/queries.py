@@ -88,11 +88,14 @@ class QueryDataset(Dataset):
         seed: seeds the slot order and the negative labels.
         examples: an ExamplePool: the query is an example clip [L] of the category instead of its label index.
         held_out: categories never queried (training for the few-shot case).
+        tags: the inputs carry a third element, the mixture's categories as a multi-hot vector [len(labels)]: the
+            targets of a tagging presence gate (local/models/query_lstm.py, `presence_head: tagger`), every label of
+            the mixture and not only the queried one.
     """
 
-    def __init__(self, base, labels, negatives=1, seed=0, return_meta=False, examples=None, held_out=()):
+    def __init__(self, base, labels, negatives=1, seed=0, return_meta=False, examples=None, held_out=(), tags=False):
         self.base, self.labels, self.negatives, self.seed = base, list(labels), int(negatives), int(seed)
-        self.examples, self.held_out = examples, tuple(held_out)
+        self.examples, self.held_out, self.tags = examples, tuple(held_out), bool(tags)
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.slots = base.n_src + self.negatives
         self.dynamic = hasattr(base, "drawn")
@@ -135,6 +138,11 @@ class QueryDataset(Dataset):
         else:
             rng = seeding.stream("query_examples", self.seed, epoch, mixture_index, slot)
             condition, meta["example"] = self.examples.clip(query, rng, row[f"path_{target}"] if target >= 0 else None)
+        inputs = (mixture, condition)
+        if self.tags:
+            present = torch.zeros(len(self.labels))
+            present[[self.index[label] for label in row_labels if label in self.index]] = 1.0
+            inputs = (mixture, condition, present)
         if self.return_meta:
-            return (mixture, condition), reference, meta
-        return (mixture, condition), reference
+            return inputs, reference, meta
+        return inputs, reference

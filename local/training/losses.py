@@ -294,13 +294,16 @@ class QueryExtractionLoss(nn.Module):
         self.tau = 10.0 ** (float(negative_floor_db) / 10.0)
 
     def forward(self, model, inputs, target):
-        mixture, query = inputs
+        mixture, query, *present = inputs  # `present`: the mixture's categories, multi-hot, for a tagging gate
         if getattr(model, "presence_gate", False):
-            estimate, logit = model.masked_and_presence(mixture, query)
-            return self.from_estimates(estimate[:, 0], mixture, target, logit)
+            estimate, logit, tags = model.masked_and_presence(mixture, query, return_tags=True)
+            if tags is not None and not present:
+                raise ValueError("a tagging presence gate needs the mixture's categories (QueryDataset(tags=True))")
+            return self.from_estimates(estimate[:, 0], mixture, target, logit, tags,
+                                       present[0] if tags is not None else None)
         return self.from_estimates(model(mixture, query)[:, 0], mixture, target)
 
-    def from_estimates(self, estimate, mixture, target, presence_logit=None):
+    def from_estimates(self, estimate, mixture, target, presence_logit=None, tags=None, present=None):
         """`estimate` the model's output, or with a presence gate (local/models/query_lstm.py) the masked sound
         before the gate and `presence_logit` the gate's logit. With the gate: SI-SDR of the masked sound on
         positive queries (the gate, a scale, cannot change it); on negative queries the level of the gated output
@@ -309,7 +312,13 @@ class QueryExtractionLoss(nn.Module):
         and on positive queries `missed_weight` x -10 log10(g^2 + tau), the gated output's level deficit relative
         to the masked sound with the negatives' floor: the level term mirrored, so that doubt does not cost only
         the positives (with the negatives' term alone, in dB and unbounded above the floor, the gate of a sound it
-        cannot tell answers silence: docs/extraction.md, "Where the gate sits")."""
+        cannot tell answers silence: docs/extraction.md, "Where the gate sits").
+
+        With a tagging gate (`tags` [B, n_labels], the tagger's logits, and `present` [B, n_labels], the mixture's
+        categories multi-hot), the cross-entropy covers every category, present or not, and not only the queried
+        one: `presence_weight` x the sum over categories of the binary cross-entropy, divided by the queries of the
+        mixture, so that each mixture counts its categories once (audio tagging, PANNs, Kong et al. 2020). A
+        mixture of 5 of 10 categories then trains the gate on 10 answers instead of 6 queries."""
         negative = target.pow(2).sum(-1) == 0
         loss = estimate.new_zeros(())
         if (~negative).any():
@@ -323,10 +332,19 @@ class QueryExtractionLoss(nn.Module):
         if presence_logit is not None and self.missed_weight and (~negative).any():
             gate = torch.sigmoid(presence_logit[~negative])
             loss = loss - self.missed_weight * (10 * torch.log10(gate.pow(2) + self.tau)).sum()
-        if presence_logit is not None:
+        if tags is not None:
+            per_item = nn.functional.binary_cross_entropy_with_logits(tags, present.to(tags.dtype), reduction="none")
+            loss = loss + self.presence_weight * (per_item.sum(-1) / queries_per_mixture(mixture)).sum()
+        elif presence_logit is not None:
             loss = loss + self.presence_weight * nn.functional.binary_cross_entropy_with_logits(
                 presence_logit, (~negative).to(presence_logit.dtype), reduction="sum")
         return loss / len(target)
+
+
+def queries_per_mixture(mixture):
+    """[B] how many items of the batch share each item's mixture [B, T]."""
+    _, which, counts = torch.unique(mixture, dim=0, return_inverse=True, return_counts=True)
+    return counts[which].to(mixture.dtype)
 
 
 def batch_loss(loss, model, mixture, sources):

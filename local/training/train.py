@@ -177,7 +177,16 @@ def query_datasets(cfg, views, datasets):
         pools = [ExamplePool(candidates[split], root, ds.sample_rate, data_cfg["query_example_seconds"], ds.cache)
                  for split, ds in zip(splits, datasets)]
     return [QueryDataset(ds, cfg["model"]["labels"], data_cfg["query_negatives"], data_cfg["view_seed"],
-                         examples=pool, held_out=data_cfg["query_held_out"]) for ds, pool in zip(datasets, pools)]
+                         examples=pool, held_out=data_cfg["query_held_out"],
+                         tags=tagging_gate(cfg["model"])) for ds, pool in zip(datasets, pools)]
+
+
+def tagging_gate(model_cfg):
+    """Whether a query model's presence gate is a tagger (its items then carry the mixture's categories)."""
+    from local.models.query_lstm import presence_head_of
+
+    return presence_head_of(model_cfg.get("presence_head", "conditioned"), model_cfg.get("query_type", "label"),
+                            bool(model_cfg.get("presence_gate", False))) == "tagger"
 
 
 def make_loaders(cfg, views, root, group_queries=False):
