@@ -145,6 +145,33 @@ def test_whitened_dc_loss_equals_the_papers_equation():
             == pytest.approx(0, abs=1e-6))
 
 
+def test_whitened_dc_floor_asks_for_clusters_only_with_one_dimension_per_source():
+    """Why DC-W embeddings need not cluster (docs/speakers.md, diagnostic g): its floor D - C is reached as soon as
+    the indicators lie in the embeddings' span, so with D > C a direction the loss never sees may spread a
+    speaker's bins wider than the gap between speakers, and k-means cuts that direction. With D = C the floor is 0
+    and is reached only by V = Y A (A invertible): every bin of a speaker has the same embedding."""
+    torch.manual_seed(5)
+    n = 600
+    t = torch.randint(0, 2, (1, n))
+    w = torch.ones(1, n, dtype=torch.float64)
+    y = torch.nn.functional.one_hot(t, 2).to(torch.float64)
+    agreement = lambda lab: max((lab[0] == t[0]).double().mean(), (lab[0] != t[0]).double().mean())  # noqa: E731
+    # D = 3: two clustered dimensions and a wide free one; the loss is at its floor 3 - 2 = 1, k-means fails
+    spread = torch.cat([y, 10 * torch.randn(1, n, 1, dtype=torch.float64)], dim=-1)
+    assert whitened_deep_clustering_loss(spread, t, w, 2, eps=1e-12).item() == pytest.approx(1.0, abs=1e-6)
+    assert naive_whitened_dc_loss(spread, t, w, 2) == pytest.approx(1.0, abs=1e-6)
+    labels, _ = batched_kmeans(spread, w, 2, n_init=3)
+    assert agreement(labels) < 0.7
+    # D = C = 2: the floor 0 holds for any invertible map of the indicators (clusters), and k-means is exact there
+    mapped = y @ torch.tensor([[0.8, 0.6], [-0.2, 1.0]], dtype=torch.float64)
+    assert whitened_deep_clustering_loss(mapped, t, w, 2, eps=1e-12).item() == pytest.approx(0.0, abs=1e-6)
+    labels, _ = batched_kmeans(mapped, w, 2, n_init=3)
+    assert agreement(labels) == 1.0
+    # ... and a 2-D embedding whose speakers spread along a shared direction is off the floor
+    smeared = mapped + 0.5 * torch.randn(1, n, 1, dtype=torch.float64)  # the same shift on both axes
+    assert whitened_deep_clustering_loss(smeared, t, w, 2, eps=1e-12).item() > 0.1
+    assert load_config("dpcl_dprnn_2spk_small_d2")["model"]["embedding_dim"] == 2  # the config built on it
+
 def test_truncated_psa_target_follows_its_definition():
     torch.manual_seed(4)
     mix, src = torch.randn(2, 2 * 9, 6), torch.randn(2, 3, 2 * 9, 6)
