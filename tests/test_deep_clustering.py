@@ -172,6 +172,7 @@ def test_whitened_dc_floor_asks_for_clusters_only_with_one_dimension_per_source(
     assert whitened_deep_clustering_loss(smeared, t, w, 2, eps=1e-12).item() > 0.1
     assert load_config("dpcl_dprnn_2spk_small_d2")["model"]["embedding_dim"] == 2  # the config built on it
 
+
 def test_truncated_psa_target_follows_its_definition():
     torch.manual_seed(4)
     mix, src = torch.randn(2, 2 * 9, 6), torch.randn(2, 3, 2 * 9, 6)
@@ -353,3 +354,6 @@ def test_blstm_backbone_gives_unit_norm_tanh_embeddings_of_its_stack_and_survive
                               model.masker.heads(model.stft(mixture))["embedding"], atol=1e-6)
     with pytest.raises(RecipeError, match="model.backbone must be dprnn or blstm"):
         build_model(load_config("dpcl_blstm_2spk_w", ["model.backbone=transformer"]))
+    for bad in ("0", "-1", "abc"):  # one line naming the key, not a tensor-shape error from deep inside torch
+        with pytest.raises(RecipeError, match="model.embedding_dim must be a positive integer"):
+            build_model(load_config("dpcl_dprnn_2spk_small_d2", [f"model.embedding_dim={bad}"]))

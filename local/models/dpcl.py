@@ -17,6 +17,10 @@ adds a mask-inference (MI) head from the same backbone: n_src softmax masks per 
 over frames (the residual stack of local/models/lstm.py, the backbone of uPIT-BLSTM here): on real voices
 (debian_speech) it tells whether the deep-clustering objective or the DPRNN backbone fails (docs/speakers.md).
 
+Embedding size: 40 as in Hershey et al. 2016 (Chimera++ used 20). `conf/dpcl_dprnn_2spk_small_d2.yml` departs from
+both with one dimension per speaker: the whitened loss DC-W reaches its floor D - C without clusters when D > C, and
+only with clusters when D = C (tests/test_deep_clustering.py; measured in docs/speakers.md, diagnostic g).
+
 Features: the per-utterance normalised log-magnitude STFT (`log_magnitude_features`). Per-utterance
 statistics need no training-set statistics file to travel with the model, make the network
 independent of the input level, and are what the embeddings see identically in training and test.
@@ -103,6 +107,8 @@ class DPCLDPRNN(STFTMasker):
                  bn_chan=64, hid_size=128, chunk_size=100, hop_size=None, n_repeats=6,
                  norm_type="gLN", bidirectional=True, rnn_type="LSTM", num_layers=1, dropout=0.0,
                  backbone="dprnn", n_filters=256, kernel_size=256, stride=64, sample_rate=8000):
+        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise ValueError(f"model.embedding_dim must be a positive integer, got {embedding_dim!r}")
         if backbone not in ("dprnn", "blstm"):
             raise ValueError(f"model.backbone must be dprnn or blstm, got {backbone!r}")
         if inference not in ("kmeans", "mi"):
